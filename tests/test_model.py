@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from fmnist.model import ARCH_KEYS, FashionCNN, map_sides, n_params
+from tests.conftest import compose_cfg
+
+
+@pytest.mark.parametrize("preset", ["small", "medium", "large"])
+def test_presets_compose_and_build(tmp_path, preset):
+    cfg = compose_cfg(tmp_path, [f"model={preset}"])
+    assert set(ARCH_KEYS) | {"weight_init", "_target_"} == set(cfg.model)
+    from fmnist.train import build_model
+
+    model = build_model(cfg.model)
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    if preset == "medium":  # the study's basic model
+        assert model.arch == dict(conv1_channels=12, conv1_kernel=3, conv2_channels=16, conv2_kernel=5, fc1_size=100)
+
+
+@pytest.mark.parametrize("k1", [3, 5])
+@pytest.mark.parametrize("k2", [3, 5])
+def test_fc1_input_follows_kernels(k1, k2):
+    model = FashionCNN(conv1_channels=8, conv1_kernel=k1, conv2_channels=12, conv2_kernel=k2, fc1_size=50)
+    side = 28 - k1 + 1 - k2 + 1
+    assert map_sides(k1, k2)[1] == side
+    assert model.fc1.in_features == 12 * side * side
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_medium_has_the_studys_maps_and_params():
+    model = FashionCNN()
+    x = torch.relu(model.conv1(torch.zeros(1, 1, 28, 28)))
+    assert x.shape == (1, 12, 26, 26)
+    assert model.conv2(x).shape == (1, 16, 22, 22)
+    assert n_params(model) == (9 * 12 + 12) + (12 * 25 * 16 + 16) + (22 * 22 * 16 * 100 + 100) + (100 * 10 + 10)
+
+
+@pytest.mark.parametrize("init", ["xavier_normal", "xavier_uniform", "normal"])
+def test_weight_init_and_zero_bias(init):
+    torch.manual_seed(0)
+    model = FashionCNN(weight_init=init)
+    assert all(torch.all(layer.bias == 0) for layer in (model.conv1, model.conv2, model.fc1, model.fc2))
+    std = model.fc1.weight.std().item()
+    expected = 0.01 if init == "normal" else (2 / (7744 + 100)) ** 0.5  # xavier: gain * sqrt(2 / (in + out))
+    assert std == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(conv1_kernel=20, conv2_kernel=10), "leave no feature map"),
+        (dict(conv1_channels=0), "model.conv1_channels=0 must be a whole number >= 1"),
+        (dict(fc1_size=2.5), "model.fc1_size=2.5"),
+        (dict(weight_init="kaiming"), "model.weight_init='kaiming' is unknown"),
+    ],
+)
+def test_impossible_models_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FashionCNN(**kwargs)
