@@ -13,9 +13,11 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fmnist import checkpoint
 from fmnist.data import load_splits
@@ -253,6 +255,10 @@ def metric_value(summary: dict, name: str) -> float:
 @one_line_errors
 def main(cfg: DictConfig) -> float:
     metric_value({"status": "", "best": None}, cfg.optimized_metric)  # a bad metric name fails before training
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and "group" in cfg.logger and cfg.logger.group is None:
+        with open_dict(cfg):  # W&B groups the trials of one sweep
+            cfg.logger.group = hc.sweeper.get("study_name") or Path(hc.sweep.dir).name
     return metric_value(train(cfg), cfg.optimized_metric)
 
 

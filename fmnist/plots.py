@@ -1,0 +1,113 @@
+"""Accuracy and loss vs epoch for runs that differ in one hyperparameter.
+
+    python -m fmnist.plots compare DIR --by optimizer.lr
+
+DIR is any folder holding runs (a sweep, or a Hydra basic-sweeper multirun such as
+`python -m fmnist.train --multirun hparams_search=null optimizer.lr=0.1,0.01,0.001`). Each run's `metrics.csv`
+gives the curves and its `.hydra/config.yaml` the value of the hyperparameter; the PNG goes to DIR/plots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fmnist.errors import UserError
+from fmnist.sweep_summary import PARAMS
+
+KEYS = [f"{group}.{key}" for group, key in PARAMS.values()]
+
+
+def find_runs(root: Path) -> list[dict]:
+    """Every run folder below root (it has .hydra/config.yaml): its config, metric rows and status."""
+    runs = []
+    for cfg_file in sorted(root.rglob(".hydra/config.yaml")):
+        run_dir = cfg_file.parent.parent
+        cfg = OmegaConf.load(cfg_file)
+        rows = []
+        if (run_dir / "metrics.csv").exists():
+            with open(run_dir / "metrics.csv") as f:
+                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        runs.append({"dir": run_dir, "cfg": cfg, "rows": rows, "status": summary.get("status", "unfinished")})
+    return runs
+
+
+def _value(run: dict, key: str):
+    return OmegaConf.select(run["cfg"], key, default=None)
+
+
+def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
+    """One PNG: accuracy (left) and loss (right) vs epoch, train dashed and validation solid, coloured by `by`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    runs = [r for r in find_runs(root) if _value(r, by) is not None]
+    if not runs:
+        raise UserError(f"no runs with a value for {by} under {root}: give a sweep or multirun folder")
+    values = sorted({_value(r, by) for r in runs}, key=lambda v: (isinstance(v, str), v))
+    others = [k for k in KEYS if k != by and len({str(_value(r, k)) for r in runs}) > 1]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for i, value in enumerate(values):
+        color = colors[i % len(colors)]
+        group = [r for r in runs if _value(r, by) == value]
+        curves = [r for r in group if r["rows"]]
+        label = f"{by.split('.')[-1]}={value}"
+        if len(group) > 1:
+            label += f" ({len(group)} runs)"
+        lost = [r["status"] for r in group if r["status"] != "completed"]
+        if lost:
+            label += f" [{len(lost)} {'/'.join(sorted(set(lost)))}]"
+        for j, run in enumerate(curves or [None]):
+            if run is None:  # diverged before its first epoch: no curve, but keep it in the legend
+                ax_acc.plot([], [], color=color, label=label)
+                continue
+            epochs = [r["epoch"] for r in run["rows"]]
+            alpha = 1.0 if len(curves) == 1 else 0.6
+            val = [100 * r["val_accuracy"] for r in run["rows"]]
+            ax_acc.plot(epochs, val, color=color, alpha=alpha, marker="o", ms=3, label=label if j == 0 else None)
+            ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in run["rows"]], color=color, ls="--", alpha=alpha)
+            ax_loss.plot(epochs, [r["val_loss"] for r in run["rows"]], color=color, alpha=alpha)
+            ax_loss.plot(epochs, [r["train_loss"] for r in run["rows"]], color=color, ls="--", alpha=alpha)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy: validation solid, train dashed")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss: validation solid, train dashed")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=8)
+    note = f"; other settings also vary: {', '.join(k.split('.')[-1] for k in others)}" if others else ""
+    fig.suptitle(f"{by}: {len(runs)} runs from {root.name}{note}", fontsize=10)
+    fig.tight_layout()
+    out = Path(out) if out else root / "plots" / f"compare_{by.replace('.', '_')}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Accuracy/loss vs epoch plots from run folders")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp = sub.add_parser("compare", help="curves of runs coloured by one hyperparameter")
+    cmp.add_argument("dir", type=Path, help="a sweep or multirun folder")
+    cmp.add_argument("--by", action="append", required=True, help=f"dotted key, e.g. {', '.join(KEYS[:3])}; repeatable")
+    cmp.add_argument("--out", type=Path, help="PNG path (one --by only); default DIR/plots/compare_<key>.png")
+    args = parser.parse_args(argv)
+    try:
+        for key in args.by:
+            print(compare(args.dir, key, args.out if len(args.by) == 1 else None))
+    except UserError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The Optuna sweep loop behind `python -m fmnist.train --multirun`.
+
+hydra-optuna-sweeper 1.3 parses the search space and builds the sampler; this loop replaces its `sweep()` so that a
+study survives real use:
+- `n_trials` is the study's total, so rerunning the command (or starting a second worker on the same storage) runs
+  only what is missing, instead of the plugin's n_trials *more*;
+- trials left RUNNING by a dead worker on this host are failed as stale and not counted (the grid sampler, which
+  treats RUNNING points as taken, gets their grid point back);
+- a diverged trial is PRUNED and a crashing one FAILED, each with its reason, and the sweep goes on; it fails as a
+  whole only when no trial completed;
+- trial N runs in `<sweep dir>/N`, and the results table and best.json are written at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from hydra.core.utils import JobStatus
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from fmnist.sweep_summary import summarize
+
+log = logging.getLogger(__name__)
+
+WORKER, STALE = "fmnist:worker", "fmnist:stale"  # trial system attrs
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time (Linux): with the pid it names one process even after pid reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid())}"
+
+
+def _alive(worker: str) -> bool:
+    host, pid, start = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's worker: nothing here can tell, so it keeps its trials
+    return _proc_start(int(pid)) == start if start != "None" else Path(f"/proc/{pid}").exists()
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """FAIL the RUNNING trials whose worker on this host is gone; return their numbers."""
+    storage, stale = study._storage, []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.system_attrs.get(WORKER)
+        if worker is None or _alive(worker):
+            continue
+        if "grid_id" in t.system_attrs:  # else GridSampler counts the point as visited and never runs it
+            storage.set_trial_system_attr(t._trial_id, "grid_id", -1)
+        storage.set_trial_system_attr(t._trial_id, STALE, True)
+        storage.set_trial_user_attr(t._trial_id, "reason", f"stale: its worker {worker} died while it ran")
+        storage.set_trial_state(t._trial_id, TrialState.FAIL)
+        stale.append(t.number)
+    if stale:
+        log.warning("trials %s were left running by a dead worker: failed as stale, they will be run again", stale)
+    return stale
+
+
+def taken(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: finished ones and those live workers are running, not stale ones."""
+    return sum(
+        1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING and not t.system_attrs.get(STALE)
+    )
+
+
+@contextmanager
+def _storage_lock(storage: str | None):
+    """Serialize study creation on one sqlite file: two workers started at once would both create its tables."""
+    if not storage or not str(storage).startswith("sqlite:///"):
+        yield
+        return
+    db = Path(str(storage)[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _storage(url: str | None):
+    if url and str(url).startswith("sqlite:///"):
+        # several workers write one file: wait for the lock instead of failing after sqlite's 5 s
+        return optuna.storages.RDBStorage(str(url), engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=TrialState.COMPLETE) -> None:
+    try:
+        study.tell(trial, value, state)
+    except RuntimeError as e:  # the grid sampler calls study.stop() after its last point; tell has stored the state
+        if "Study.stop" not in str(e):
+            raise
+
+
+class ResumableSweeperImpl(OptunaSweeperImpl):
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
+        distributions = {**(self.search_space_distributions or {}), **distributions}
+        for name in fixed:
+            distributions.pop(name, None)
+        n_total = self.n_trials
+        if getattr(self.sampler, "func", None) is optuna.samplers.GridSampler:
+            choices = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+            self.sampler = self.sampler(choices)
+            n_total = min(n_total, math.prod(len(c) for c in choices.values()))
+
+        with _storage_lock(self.storage):
+            study = optuna.create_study(
+                study_name=self.study_name, storage=_storage(self.storage), sampler=self.sampler,
+                direction=self.direction if isinstance(self.direction, str) else self.direction.name,
+                load_if_exists=True,
+            )  # fmt: skip
+        fail_stale_trials(study)
+        done = taken(study)
+        log.info(
+            "study %s: %d of %d trials already taken, sampler %s, storage %s",
+            study.study_name, done, n_total, type(self.sampler).__name__, self.storage,
+        )  # fmt: skip
+        me = worker_id()
+        while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
+            trials = [study.ask() for _ in range(batch)]
+            for trial in trials:
+                trial.set_system_attr(WORKER, me)
+            overrides = self._configure_trials(trials, distributions, fixed)
+            for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
+                self._record(study, trial, ret)
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        trials = study.get_trials(deepcopy=False)
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not completed:
+            reasons = sorted({t.user_attrs.get("reason", t.state.name) for t in trials})
+            raise RuntimeError(f"every trial of study {study.study_name} failed or diverged: {'; '.join(reasons)}")
+        best = study.best_trial
+        OmegaConf.save(
+            OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}),
+            sweep_dir / "optimization_results.yaml",
+        )
+        result = summarize(sweep_dir, study)
+        log.info("best trial %d: val %.2f%%, written to %s", best.number, 100 * best.value, result["best_json"])
+
+    def _launch(self, trials, overrides):
+        """Trial N runs as job N, so its folder is <sweep dir>/N across resumes and workers."""
+        numbers = [t.number for t in trials]
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            return self.launcher.launch(overrides, initial_job_idx=numbers[0])
+        return [r for t, o in zip(trials, overrides, strict=True) for r in self.launcher.launch([o], t.number)]
+
+    def _record(self, study: optuna.Study, trial: optuna.Trial, ret) -> None:
+        """Tell Optuna how the job ended: COMPLETE with its value, PRUNED if it diverged, FAIL with the error."""
+        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
+        trial.set_user_attr("run_dir", str(run_dir))
+        if ret.status == JobStatus.COMPLETED:
+            value = float(ret.return_value)
+            if math.isfinite(value):
+                _tell(study, trial, value)
+                return
+            summary = run_dir / "summary.json"
+            reason = json.loads(summary.read_text()).get("reason") if summary.exists() else None
+            trial.set_user_attr("reason", f"diverged: {reason}" if reason else "no finite objective")
+            _tell(study, trial, state=TrialState.PRUNED)
+            log.warning("trial %d pruned: %s", trial.number, trial.user_attrs["reason"])
+        else:
+            error = ret._return_value  # the job's exception (reading return_value would re-raise it)
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            trial.set_user_attr("reason", reason)
+            _tell(study, trial, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", trial.number, reason)
