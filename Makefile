@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench lint clean
+.PHONY: setup data train test bench lint clean reproduce
 
 setup: data $(VENV)/.installed
 
@@ -17,7 +17,7 @@ data:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat  # a plain path: hydra_plugins/ must merge with the installed namespace
 	touch $@
 
 train: setup
@@ -35,3 +35,26 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
+# report. Its budget, in one place (the study: 40-50 epochs; `make reproduce REPRO_EPOCHS=40 REPRO_TRIALS=40` on a GPU):
+REPRO_TRIALS ?= 8           # Optuna trials of the study's grid
+REPRO_EPOCHS ?= 8           # epochs per sweep trial
+REPRO_CMP_EPOCHS ?= 8       # epochs per one-factor comparison run
+REPRO_CMP_SUBSET ?= 20000   # training-file images for the comparison runs (15 000 train + 5 000 val)
+REPRO := outputs/reproduce
+CMP := $(PY) -m fmnist.train --multirun hparams_search=null trainer.max_epochs=$(REPRO_CMP_EPOCHS) data.subset=$(REPRO_CMP_SUBSET)
+
+reproduce: setup
+	$(PY) -m fmnist.train --multirun hydra.sweeper.study_name=reproduce hydra.sweeper.n_trials=$(REPRO_TRIALS) \
+		trainer.max_epochs=$(REPRO_EPOCHS)
+	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
+	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
+	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size
+	$(CMP) model=small,medium,large hydra.sweep.dir=$(REPRO)/compare_capacity
+	$(PY) -m fmnist.prune prune=norm prune.checkpoint=outputs/sweeps/reproduce/best.json hydra.run.dir=$(REPRO)/prune_norm
+	$(PY) -m fmnist.prune prune=norm_finetune prune.checkpoint=outputs/sweeps/reproduce/best.json \
+		hydra.run.dir=$(REPRO)/prune_norm_finetune
+	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
+	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune hydra.run.dir=$(REPRO)/bench_norm_finetune
+	$(PY) -m fmnist.report --out $(REPRO)/report

@@ -111,6 +111,11 @@ def read_raw(root: str | Path, system_dir: str | None = None, download: bool = T
     return _read(root, True, download), _read(root, False, download)
 
 
+def normalize(x: torch.Tensor, mean: float, std: float, device="cpu") -> torch.Tensor:
+    """uint8 (N, 28, 28) -> normalized float32 (N, 1, 28, 28) on device."""
+    return ((x.to(device, torch.float32) / 255.0 - mean) / std).unsqueeze(1)
+
+
 def load_splits(cfg, device: torch.device | str = "cpu") -> Splits:
     """Train/val/test tensors from the data config: normalized once, split with a fixed seed."""
     (train_x, train_y), (test_x, test_y) = read_raw(cfg.root, cfg.get("system_dir"), cfg.get("download", True))
@@ -123,8 +128,8 @@ def load_splits(cfg, device: torch.device | str = "cpu") -> Splits:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
     val_idx, train_idx = perm[: cfg.val_size], perm[cfg.val_size :]
 
-    def prep(x: torch.Tensor) -> torch.Tensor:  # uint8 (N, 28, 28) -> float (N, 1, 28, 28)
-        return ((x.to(device, torch.float32) / 255.0 - cfg.mean) / cfg.std).unsqueeze(1)
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, cfg.mean, cfg.std, device)
 
     return Splits(
         prep(train_x[train_idx]), train_y[train_idx].to(device),

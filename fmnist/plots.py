@@ -45,11 +45,7 @@ def _value(run: dict, key: str):
 
 def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
     """One PNG: accuracy (left) and loss (right) vs epoch, train dashed and validation solid, coloured by `by`."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     root = Path(root)
     runs = [r for r in find_runs(root) if _value(r, by) is not None]
     if not runs:
@@ -92,6 +88,52 @@ def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
+    """The pruning trajectory: accuracy vs step coloured by layer, and accuracy vs the study's FLOPs."""
+    plt = _pyplot()
+    colors = {"": "black", "conv1": "tab:blue", "conv2": "tab:orange", "fc1": "tab:green"}
+    paths = []
+    for name, x_key, x_label in (
+        ("prune_accuracy_vs_step.png", "step", "pruning step"),
+        ("prune_accuracy_vs_flops.png", "study_flops", "FLOPs per image (study's formula)"),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for layer, color in colors.items():
+            pts = [r for r in rows if r["layer"] == layer]
+            if not pts:
+                continue
+            kept = [r for r in pts if r["status"] != "reverted"]
+            for metric, style in (("val_accuracy", "-o"), ("test_accuracy", "--s")):
+                ax.plot([r[x_key] for r in kept], [100 * r[metric] for r in kept], style, color=color, ms=3,
+                        label=f"{layer or 'unpruned'} {metric.split('_')[0]}")  # fmt: skip
+            for r in pts:
+                if r["status"] == "reverted":
+                    ax.plot(r[x_key], 100 * r["val_accuracy"], "x", color=color, ms=8)
+        final = [r for r in rows if r["status"] in ("start", "kept")][-1]
+        arch = f"({final['conv1_channels']}, {final['conv2_channels']}, {final['fc1_size']})"
+        ax.set(xlabel=x_label, ylabel="accuracy (%)",
+               title=f"norm pruning -> (c1, c2, f1) = {arch}; x = reverted step (beyond tolerance)")  # fmt: skip
+        if x_key == "study_flops":
+            ax.set_xscale("log")
+            ax.invert_xaxis()  # pruning goes right
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def main(argv: list[str] | None = None) -> None:

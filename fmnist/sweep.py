@@ -109,6 +109,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=TrialState
 
 class ResumableSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
+        if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
+            self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
         self._process_searchspace_config()
         distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
         distributions = {**(self.search_space_distributions or {}), **distributions}

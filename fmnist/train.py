@@ -100,18 +100,17 @@ def write_json(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def _start_wandb(cfg: DictConfig, out_dir: Path, run_id: str | None):
+def start_wandb(cfg: DictConfig, out_dir: Path, **overrides):
+    """A W&B run writing under out_dir, or None with logger=none / mode=disabled; overrides go to wandb.init."""
     if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
         return None
     import wandb  # only when used: it is slow to import
 
-    run = wandb.init(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-        tags=list(cfg.logger.tags), mode=cfg.logger.mode, dir=str(out_dir), name=out_dir.name,
-        config=OmegaConf.to_container(cfg, resolve=True), id=run_id, resume="allow" if run_id else None,
+    settings = dict(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
+        mode=cfg.logger.mode, dir=str(out_dir), name=out_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
     )  # fmt: skip
-    run.define_metric("*", step_metric="epoch")
-    return run
+    return wandb.init(**{**settings, **overrides})
 
 
 def build_model(model_cfg: DictConfig):
@@ -125,6 +124,7 @@ def build_model(model_cfg: DictConfig):
 def train(cfg: DictConfig) -> dict:
     """Train per cfg, writing metrics.csv, summary.json and checkpoints/{best,last}.pt; return the summary."""
     out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     started = time.perf_counter()
     if cfg.trainer.threads:
@@ -159,7 +159,9 @@ def train(cfg: DictConfig) -> dict:
         log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
 
     data = load_splits(cfg.data, device)
-    run = _start_wandb(cfg, out_dir, wandb_id)
+    run = start_wandb(cfg, out_dir, id=wandb_id, resume="allow" if wandb_id else None)
+    if run:
+        run.define_metric("*", step_metric="epoch")
     status, reason = "completed", None
     try:
         for epoch in range(len(history) + 1, cfg.trainer.max_epochs + 1):

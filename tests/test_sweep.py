@@ -136,3 +136,12 @@ def test_two_workers_share_one_study(tmp_path, data_root):
     rows = _csv(sweep_dir / "summary.csv")
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     assert len({(r["lr"], r["fc1_size"]) for r in rows}) == 4  # no grid point lost or run twice
+
+
+def test_default_sweep_folder_and_storage(tmp_path, data_root):
+    """No dirs given: the sweep lands in ./outputs/sweeps/<study_name>/ with an absolute sqlite storage there."""
+    run_cli("fmnist.train", "--multirun", *TINY, "hydra.sweeper.study_name=s1", "hydra.sweeper.n_trials=1",
+            f"data.root={data_root}", cwd=tmp_path)  # fmt: skip
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "s1"
+    assert (sweep_dir / "optuna.db").exists() and (sweep_dir / "0" / "summary.json").exists()
+    assert json.loads((sweep_dir / "best.json").read_text())["run_dir"] == str(sweep_dir / "0")

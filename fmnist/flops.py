@@ -1,0 +1,46 @@
+"""Operation and parameter counts of the study's network as functions of its architecture.
+
+Two counts, named everywhere:
+- `macs`: multiply-accumulates of the convolutions and linear layers (torch's FlopCounterMode reports 2 x macs);
+- `study_flops`: the study's formula, one per multiply-add plus 2 per conv/fc1 output (bias add and ReLU):
+  conv out_h*out_w*(c_in*k*k)*c_out + 2*c_out*out_h*out_w; fc1 f1*in + 2*f1; fc2 f1*10.
+"""
+
+from __future__ import annotations
+
+from fmnist.model import CLASSES, map_sides
+
+
+def layer_counts(arch: dict) -> dict[str, dict[str, int]]:
+    """Per layer: macs, study_flops and params, from (c1, k1, c2, k2, f1) alone."""
+    c1, k1, c2, k2, f1 = (
+        arch[k] for k in ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
+    )
+    h1, h2 = map_sides(k1, k2)
+    fc1_in = c2 * h2 * h2
+    conv1 = h1 * h1 * (1 * k1 * k1) * c1
+    conv2 = h2 * h2 * (c1 * k2 * k2) * c2
+    fc1 = f1 * fc1_in
+    fc2 = f1 * CLASSES
+    return {
+        "conv1": {"macs": conv1, "study_flops": conv1 + 2 * c1 * h1 * h1, "params": c1 * k1 * k1 + c1},
+        "conv2": {"macs": conv2, "study_flops": conv2 + 2 * c2 * h2 * h2, "params": c2 * c1 * k2 * k2 + c2},
+        "fc1": {"macs": fc1, "study_flops": fc1 + 2 * f1, "params": fc1 + f1},
+        "fc2": {"macs": fc2, "study_flops": fc2, "params": fc2 + CLASSES},
+    }
+
+
+def totals(arch: dict) -> dict[str, int]:
+    """Whole-network macs, study_flops and params per image."""
+    layers = layer_counts(arch).values()
+    return {key: sum(layer[key] for layer in layers) for key in ("macs", "study_flops", "params")}
+
+
+def counted_macs(model, batch: int = 1) -> int:
+    """MACs per image as torch.utils.flop_counter counts them on the real modules (it counts 2 per MAC)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(batch, 1, 28, 28))
+    return counter.get_total_flops() // (2 * batch)

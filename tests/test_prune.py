@@ -1,0 +1,139 @@
+import copy
+import csv
+import json
+
+import pytest
+import torch
+
+from fmnist import checkpoint
+from fmnist.errors import UserError
+from fmnist.flops import totals
+from fmnist.model import FashionCNN
+from fmnist.prune import LAYERS, prune, remove_units, unit_norms
+from fmnist.train import train
+from tests.conftest import run_cli, small_cfg
+
+
+def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
+    """The unpruned model with those units' outputs forced to zero (their weights and bias zeroed: ReLU(0) = 0)."""
+    z = copy.deepcopy(model)
+    with torch.no_grad():
+        getattr(z, layer).weight[units] = 0
+        getattr(z, layer).bias[units] = 0
+    return z
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+@pytest.mark.parametrize("kernels", [(3, 5), (5, 3)])
+def test_physical_removal_equals_zeroed_units(layer, kernels):
+    torch.manual_seed(0)
+    model = FashionCNN(
+        conv1_channels=6, conv1_kernel=kernels[0], conv2_channels=5, conv2_kernel=kernels[1], fc1_size=20
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # non-zero biases too
+    units = [1, 3]
+    smaller = remove_units(model, layer, units)
+    assert smaller.arch[LAYERS[layer]] == model.arch[LAYERS[layer]] - 2
+    assert sum(p.numel() for p in smaller.parameters()) == totals(smaller.arch)["params"]  # physically smaller
+    x = torch.randn(8, 1, 28, 28)
+    torch.testing.assert_close(smaller(x), _zeroed(model, layer, units)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_norms_score_output_units():
+    model = FashionCNN()
+    with torch.no_grad():
+        model.conv2.weight[4] = 0
+        model.conv2.weight[9] *= 100
+    norms = unit_norms(model, "conv2")
+    assert norms.shape == (16,) and norms.argmin() == 4 and norms.argmax() == 9
+    assert unit_norms(model, "fc1", "l1")[0].item() == pytest.approx(model.fc1.weight[0].abs().sum().item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("to_prune")
+    train(small_cfg(out, "trainer.max_epochs=2", "data.subset=3000", "data.val_size=500"))
+    return out
+
+
+def _prune(tmp_path, trained, *overrides):
+    return prune(small_cfg(tmp_path, f"prune.checkpoint={trained}", "data.subset=3000", "data.val_size=500",
+                           *overrides, config_name="prune"))  # fmt: skip
+
+
+def test_prune_run_writes_trajectory_model_and_plots(tmp_path, trained):
+    summary = _prune(tmp_path, trained, "prune.step={conv1:2,conv2:2,fc1:10}", "prune.tolerance=0.05")
+    with open(tmp_path / "trajectory.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["status"] == "start" and {r["layer"] for r in rows[1:]} <= {"conv1", "conv2", "fc1"}
+    layers_in_order = [r["layer"] for r in rows[1:]]
+    assert layers_in_order == sorted(layers_in_order, key=["conv1", "conv2", "fc1"].index)  # conv1, conv2, fc1
+    base_val = float(rows[0]["val_accuracy"])
+    for r in rows[1:]:
+        kept = base_val - float(r["val_accuracy"]) <= 0.05
+        assert r["status"] == ("kept" if kept else "reverted")
+    model, ckpt = checkpoint.load_model(tmp_path / "pruned.pt")  # loads like any checkpoint, weights_only
+    after = summary["after"]
+    assert model.arch == after["arch"] and after["study_flops"] < summary["before"]["study_flops"]
+    assert ckpt["metrics"]["test_accuracy"] == after["test_accuracy"]
+    last_kept = [r for r in rows if r["status"] in ("start", "kept")][-1]
+    assert int(last_kept["fc1_size"]) == after["arch"]["fc1_size"]
+    assert json.loads((tmp_path / "summary.json").read_text())["flops_ratio"] == pytest.approx(summary["flops_ratio"])
+    for png in ("prune_accuracy_vs_step.png", "prune_accuracy_vs_flops.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_zero_tolerance_with_finetune_keeps_only_harmless_steps(tmp_path, trained):
+    summary = _prune(tmp_path, trained, "prune.layers=[fc1]", "prune.step=20", "prune.tolerance=0",
+                     "prune.finetune_epochs=1")  # fmt: skip
+    assert summary["after"]["val_accuracy"] >= summary["before"]["val_accuracy"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["prune.layers=[conv1,fc2]"], r"prune.layers has \['fc2'\]"),
+        (["prune.tolerance=1.5"], r"prune.tolerance=1.5 must be within \[0, 1\]"),
+        (["prune.checkpoint=/nonexistent/best.pt"], "does not exist"),
+    ],
+)
+def test_bad_prune_input(tmp_path, trained, overrides, message):
+    with pytest.raises(UserError, match=message):
+        prune(small_cfg(tmp_path, f"prune.checkpoint={trained}", *overrides, config_name="prune"))
+    assert not (tmp_path / "pruned.pt").exists()
+
+
+def test_best_json_whose_checkpoint_is_gone(tmp_path, trained):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"checkpoint": str(tmp_path / "gone" / "best.pt")}))
+    proc = run_cli("fmnist.prune", f"prune.checkpoint={best}", f"hydra.run.dir={tmp_path}/run", check=False)
+    assert proc.returncode == 1 and "which is gone" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_checkpoint_of_another_architecture(tmp_path, trained):
+    ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)
+    ckpt["arch"]["conv2_channels"] = 10  # the weights say 16
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="weights do not match its architecture"):
+        prune(small_cfg(tmp_path, f"prune.checkpoint={tmp_path / 'mismatch.pt'}", config_name="prune"))
+
+
+def test_bench_times_original_and_pruned(tmp_path, trained):
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")  # 100 -> 10 neurons
+    out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
+                  "bench.images=6000", "trainer.threads=1", f"hydra.run.dir={tmp_path / 'bench'}")  # fmt: skip
+    result = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert result["images"] == 6000 and result["threads"] == 1 and len(result["original"]["seconds_all"]) == 2
+    assert result["pruned"]["arch"]["fc1_size"] == 10 and result["original"]["arch"]["fc1_size"] == 100
+    assert result["speedup"] == pytest.approx(result["original"]["seconds"] / result["pruned"]["seconds"])
+    assert result["flops_ratio"] == pytest.approx(result["original"]["study_flops"] / result["pruned"]["study_flops"])
+    assert set(result["pruned"]["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert "speedup" in out.stdout and "FLOPs ratio" in out.stdout
+
+
+def test_bench_without_prune_run_says_what_to_do(tmp_path):
+    proc = run_cli("fmnist.bench", f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}", check=False)
+    assert proc.returncode == 1 and "no prune run under" in proc.stderr and "python -m fmnist.prune" in proc.stderr
