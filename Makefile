@@ -38,12 +38,12 @@ clean:
 
 # The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
 # report. Its budget, in one place (the study: 40-50 epochs; `make reproduce REPRO_EPOCHS=40 REPRO_TRIALS=40` on a GPU):
-REPRO_TRIALS ?= 8           # Optuna trials of the study's grid
+REPRO_TRIALS ?= 6           # Optuna trials of the study's grid
 REPRO_EPOCHS ?= 8           # epochs per sweep trial
-REPRO_CMP_EPOCHS ?= 8       # epochs per one-factor comparison run
-REPRO_CMP_SUBSET ?= 20000   # training-file images for the comparison runs (15 000 train + 5 000 val)
+REPRO_CMP_EPOCHS ?= 6       # epochs per one-factor comparison run
+REPRO_CMP_SUBSET ?= 15000   # training-file images for the comparison runs (10 000 train + 5 000 val)
 REPRO := outputs/reproduce
-CMP := $(PY) -m fmnist.train --multirun hparams_search=null trainer.max_epochs=$(REPRO_CMP_EPOCHS) data.subset=$(REPRO_CMP_SUBSET)
+CMP := $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(REPRO_CMP_EPOCHS) data.subset=$(REPRO_CMP_SUBSET)
 
 reproduce: setup
 	$(PY) -m fmnist.train --multirun hydra.sweeper.study_name=reproduce hydra.sweeper.n_trials=$(REPRO_TRIALS) \

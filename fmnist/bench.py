@@ -18,6 +18,7 @@ from fmnist import checkpoint
 from fmnist.data import load_splits, normalize, read_raw
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import totals
+from fmnist.model import widths
 from fmnist.train import evaluate, resolve_device, write_json
 
 log = logging.getLogger(__name__)
@@ -144,15 +145,14 @@ def main(cfg: DictConfig) -> float:
     result = bench(cfg)
     write_json(result, Path(cfg.paths.output_dir) / "bench.json")
     o, p = result["original"], result["pruned"]
-    arch = lambda e: f"({e['arch']['conv1_channels']}, {e['arch']['conv2_channels']}, {e['arch']['fc1_size']})"  # noqa: E731
     print(
         f"inference over {result['images']} training images, batch {result['batch_size']}, "
         f"{result['threads']} threads, {result['device']} ({result['cpu']}), torch {result['torch']}, "
         f"channels_last={result['channels_last']}, compile={result['compile']}, median of {result['repeats']}\n"
-        f"original {arch(o)}: {o['seconds']:.3f} s ({o['images_per_s']:.0f} img/s), {o['study_flops']} FLOPs/img, "
-        f"test {100 * o['test_accuracy']:.2f}%\n"
-        f"pruned   {arch(p)}: {p['seconds']:.3f} s ({p['images_per_s']:.0f} img/s), {p['study_flops']} FLOPs/img, "
-        f"test {100 * p['test_accuracy']:.2f}%\n"
+        f"original {widths(o['arch'])}: {o['seconds']:.3f} s ({o['images_per_s']:.0f} img/s), "
+        f"{o['study_flops']} FLOPs/img, test {100 * o['test_accuracy']:.2f}%\n"
+        f"pruned   {widths(p['arch'])}: {p['seconds']:.3f} s ({p['images_per_s']:.0f} img/s), "
+        f"{p['study_flops']} FLOPs/img, test {100 * p['test_accuracy']:.2f}%\n"
         f"speedup {result['speedup']:.2f}x  vs  FLOPs ratio {result['flops_ratio']:.2f}x (study: ~11x)\n"
         f"ms per batch by layer, original {_fmt(o['layer_ms_per_batch'])}; pruned {_fmt(p['layer_ms_per_batch'])}"
     )

@@ -76,5 +76,10 @@ def build(arch: dict, weight_init: str = "xavier_normal") -> FashionCNN:
     return FashionCNN(**{k: arch[k] for k in ARCH_KEYS}, weight_init=weight_init)
 
 
+def widths(arch: dict) -> str:
+    """'(c1, c2, f1)': the three widths that pruning changes, as the study writes them."""
+    return f"({arch['conv1_channels']}, {arch['conv2_channels']}, {arch['fc1_size']})"
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -3,7 +3,7 @@
     python -m fmnist.plots compare DIR --by optimizer.lr
 
 DIR is any folder holding runs (a sweep, or a Hydra basic-sweeper multirun such as
-`python -m fmnist.train --multirun hparams_search=null optimizer.lr=0.1,0.01,0.001`). Each run's `metrics.csv`
+`python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001`). Each run's `metrics.csv`
 gives the curves and its `.hydra/config.yaml` the value of the hyperparameter; the PNG goes to DIR/plots/.
 """
 

@@ -103,6 +103,16 @@ def _row(step, layer, unit, norm, model, val, test, status) -> dict:
             "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
 
 
+def finetune(model: FashionCNN, cfg: DictConfig, data, epochs: float, generator: torch.Generator) -> None:
+    """`epochs` SGD passes over the training split; a fraction trains on that share of it, drawn at random."""
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    x, y = data.train_x, data.train_y
+    while epochs > 0:
+        idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
+        train_epoch(model, optimizer, x[idx], y[idx], cfg.data.batch_size, generator)
+        epochs -= 1
+
+
 def prune(cfg: DictConfig) -> dict:
     """Prune the checkpoint per cfg.prune; write trajectory.csv, pruned.pt, summary.json and plots."""
     p = cfg.prune
@@ -137,9 +147,7 @@ def prune(cfg: DictConfig) -> dict:
                 units = norms.argsort()[:step].tolist()
                 candidate = remove_units(model, layer, units)
                 if p.finetune_epochs:
-                    optimizer = instantiate(cfg.optimizer)(params=candidate.parameters())
-                    for _ in range(p.finetune_epochs):
-                        train_epoch(candidate, optimizer, data.train_x, data.train_y, cfg.data.batch_size, shuffle)
+                    finetune(candidate, cfg, data, p.finetune_epochs, shuffle)
                 val, test = scores(candidate)
                 kept = base_val - val <= p.tolerance
                 row = _row(len(rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),

@@ -68,7 +68,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         storage.set_trial_state(t._trial_id, TrialState.FAIL)
         stale.append(t.number)
     if stale:
-        log.warning("trials %s were left running by a dead worker: failed as stale, they will be run again", stale)
+        log.warning("trials %s were left running by a dead worker: failed as stale and not counted", stale)
     return stale
 
 

@@ -1,0 +1,291 @@
+"""The study's report, rebuilt from this repo's outputs: `python -m fmnist.report [--root outputs] [--out DIR]`.
+
+Finds, under --root (or as named): the newest medium training run, the newest sweep, the one-factor comparison
+multiruns, prune runs and bench runs; writes report.md and a self-contained report.html (images embedded).
+Every number comes from those files except the study's published figures, kept in STUDY below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import re
+import time
+from pathlib import Path
+
+from fmnist.flops import totals
+from fmnist.model import widths
+from fmnist.plots import KEYS, compare, find_runs
+from fmnist.sweep_summary import METRICS as SWEEP_METRICS
+from fmnist.sweep_summary import PARAMS
+
+# The course study's published figures: the only numbers in the report not read from run outputs.
+STUDY = {
+    "basic_train_accuracy": 0.9114,
+    "basic_test_accuracy": 0.8932,
+    "top3_test_accuracy": [0.9010, 0.9001, 0.8997],
+    "grid_epochs": "40-50",
+    "pruned_arch": (1, 7, 72),
+    "pruned_test_accuracy": 0.8762,
+    "speedup": 11,
+}
+MEDIUM = {"conv1_channels": 12, "conv1_kernel": 3, "conv2_channels": 16, "conv2_kernel": 5, "fc1_size": 100}
+
+
+def pct(x) -> str:
+    return f"{100 * float(x):.2f}" if x not in (None, "") else "-"
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _newest(paths):
+    paths = sorted(paths, key=lambda p: p.stat().st_mtime)
+    return paths[-1] if paths else None
+
+
+def discover(root: Path) -> dict:
+    """Outputs under root, by kind (a folder's files say what it is)."""
+    runs = [p.parent for p in root.glob("**/summary.json") if "config" in _json(p) and "best" in _json(p)]
+    medium = [r for r in runs if _json(r / "summary.json")["arch"] == MEDIUM and _json(r / "summary.json")["best"]]
+    medium = [r for r in medium if not (r.parent / "optuna.db").exists() and not (r.parent / "multirun.yaml").exists()]
+    return {
+        "basic": _newest(r / "summary.json" for r in medium),
+        "sweep": _newest(p.parent for p in root.glob("**/best.json") if (p.parent / "summary.csv").exists()),
+        "compare": sorted(p.parent for p in root.glob("**/multirun.yaml") if not (p.parent / "optuna.db").exists()),
+        "prune": sorted((p.parent for p in root.glob("**/trajectory.csv")), key=lambda p: p.stat().st_mtime),
+        "bench": sorted((p for p in root.glob("**/bench.json")), key=lambda p: p.stat().st_mtime),
+    }
+
+
+def missing(what: str, how: str) -> str:
+    return f"_Missing: {what}. Produce it with `{how}`, then rerun `python -m fmnist.report`._\n"
+
+
+def section_basic(summary_path: Path | None) -> str:
+    out = ["## 1. Basic model (medium preset)\n"]
+    if summary_path is None:
+        return "\n".join(out) + missing("no completed training run of the medium preset", "python -m fmnist.train")
+    s = _json(summary_path)
+    b = s["best"]
+    out += [
+        f"Run `{summary_path.parent}`: {s['epochs_run']} epochs, batch {s['config']['data']['batch_size']}, "
+        f"lr {s['config']['optimizer']['lr']}, momentum {s['config']['optimizer']['momentum']}; "
+        f"best validation epoch {b['epoch']}.\n",
+        "| | train accuracy (%) | test accuracy (%) |", "|---|---|---|",
+        f"| fmnist (best-validation epoch) | {pct(b['train_accuracy'])} | {pct(b['test_accuracy'])} |",
+        f"| study | {pct(STUDY['basic_train_accuracy'])} | {pct(STUDY['basic_test_accuracy'])} |",
+    ]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def section_sweep(sweep: Path | None, top: int) -> str:
+    out = ["## 2. Hyperparameter search\n"]
+    if sweep is None:
+        return "\n".join(out) + missing("no sweep with best.json", "python -m fmnist.train --multirun")
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    done = [r for r in rows if r["state"] == "COMPLETE"][:top]
+    states = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    epochs = sorted({r["max_epochs"] for r in rows})
+    out.append(
+        f"Sweep `{sweep}`: {len(rows)} trials of the study's 5 184-point grid ({states['COMPLETE']} completed, "
+        f"{states['PRUNED']} diverged, {states['FAIL']} failed), {', '.join(epochs)} epochs each "
+        f"(the study: {STUDY['grid_epochs']}). Ranked by validation accuracy; metrics at each trial's best-validation "
+        "epoch. The study published only the test accuracy of its top three here.\n"
+    )
+    head = ["| | " + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
+            + " | " + " | ".join(f"study #{i + 1}" for i in range(3)) + " |"]  # fmt: skip
+    head.append("|---" * (1 + len(done) + 3) + "|")
+    lines = [f"| {name} | " + " | ".join(r[name] for r in done) + " | - | - | - |" for name in PARAMS]
+    for name in SWEEP_METRICS[1:]:
+        fmt = (lambda v: f"{float(v):.4f}") if name == "test_loss" else pct
+        study = [pct(v) for v in STUDY["top3_test_accuracy"]] if name == "test_accuracy" else ["-"] * 3
+        label = f"{name} (%)" if "accuracy" in name else name
+        lines.append(f"| **{label}** | " + " | ".join(fmt(r[name]) for r in done) + " | " + " | ".join(study) + " |")
+    return "\n".join(out + head + lines) + "\n"
+
+
+def _finding(runs: list[dict], key: str) -> str:
+    """One factual sentence per comparison, from the runs' own metrics."""
+    parts = []
+    for run in sorted(runs, key=lambda r: str(_val(r, key))):
+        label = f"{key.split('.')[-1]}={_val(run, key)}"
+        rows = run["rows"]
+        if run["status"] == "diverged" or not rows:
+            parts.append(f"{label} diverged (no learning)")
+            continue
+        best = max(rows, key=lambda r: r["val_accuracy"])
+        min_loss = min(rows, key=lambda r: r["val_loss"])
+        text = f"{label} best val {pct(best['val_accuracy'])}% at epoch {int(best['epoch'])}"
+        text += f" (val {pct(rows[0]['val_accuracy'])}% after epoch 1"
+        if min_loss["epoch"] < rows[-1]["epoch"] and rows[-1]["val_loss"] > 1.1 * min_loss["val_loss"]:
+            text += (f"; val loss rose from {min_loss['val_loss']:.3f} at epoch {int(min_loss['epoch'])} to "
+                     f"{rows[-1]['val_loss']:.3f} while train loss fell to {rows[-1]['train_loss']:.3f}: "
+                     "overfitting")  # fmt: skip
+        parts.append(text + ")")
+    return "; ".join(parts) + "."
+
+
+def _val(run: dict, key: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(run["cfg"], key, default=None)
+
+
+def section_compare(dirs: list[Path], images: list[Path]) -> str:
+    out = ["## 3. Accuracy vs epoch comparisons\n"]
+    if not dirs:
+        return "\n".join(out) + missing(
+            "no one-factor multirun",
+            "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001",
+        )
+    for d in dirs:
+        runs = find_runs(d)
+        varying = [k for k in KEYS if len({str(_val(r, k)) for r in runs}) > 1]
+        key = "model" if not varying else varying[0]
+        if not varying:  # model=small,medium,large: the preset varies several keys at once
+            key = "model.conv1_channels"
+        png = compare(d, key, d / "plots" / f"compare_{key.replace('.', '_')}.png")
+        images.append(png)
+        rows = runs[0]["rows"]
+        out.append(f"### `{d.name}`: {', '.join(varying) or key} ({len(runs)} runs, {len(rows)} epochs)\n")
+        out.append(f"![{d.name}]({png})\n")
+        out.append(_finding(runs, key) + "\n")
+    return "\n".join(out)
+
+
+def _frontier(points: list[dict]) -> list[dict]:
+    """Pruned models no other one beats in both FLOPs and test accuracy."""
+    points = sorted(points, key=lambda p: (p["study_flops"], -p["test_accuracy"]))
+    front, best = [], -1.0
+    for p in points:
+        if p["test_accuracy"] > best:
+            front.append(p)
+            best = p["test_accuracy"]
+    return front
+
+
+def section_prune(dirs: list[Path], images: list[Path]) -> str:
+    out = ["## 4. Pruning\n"]
+    if not dirs:
+        return "\n".join(out) + missing("no prune run", "python -m fmnist.prune")
+    s_arch = dict(zip(("conv1_channels", "conv2_channels", "fc1_size"), STUDY["pruned_arch"], strict=True))
+    study_flops = totals({**MEDIUM, **s_arch})["study_flops"]
+    out += ["| run | method | (c1, c2, f1) | FLOPs before → after | FLOPs ratio | val (%) | test (%) |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    points = []
+    for d in dirs:
+        s = _json(d / "summary.json")
+        a, b, p = s["after"], s["before"], s["prune"]
+        method = f"norm ({p['criterion']}), tolerance {p['tolerance']}" + (
+            f", fine-tune {p['finetune_epochs']} epoch/step" if p["finetune_epochs"] else ", no fine-tuning (study)"
+        )
+        arch = widths(a["arch"])
+        out.append(f"| `{d.name}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
+                   f"{s['flops_ratio']:.2f}x | {pct(a['val_accuracy'])} | {pct(a['test_accuracy'])} |")  # fmt: skip
+        with open(d / "trajectory.csv") as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            if r["status"] != "reverted":
+                points.append({"run": d.name, "study_flops": int(r["study_flops"]),
+                               "test_accuracy": float(r["test_accuracy"]),
+                               "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})"})  # fmt: skip
+        images.extend(p for p in (d / "prune_accuracy_vs_step.png", d / "prune_accuracy_vs_flops.png") if p.exists())
+    out.append(f"| study | norm, no fine-tuning | {STUDY['pruned_arch']} | 3,203,520 → {study_flops:,} | "
+               f"{3_203_520 / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n")  # fmt: skip
+    for d in dirs:
+        for name in ("prune_accuracy_vs_step.png", "prune_accuracy_vs_flops.png"):
+            if (d / name).exists():
+                out.append(f"![{d.name} {name}]({d / name})\n")
+    out += ["### Accuracy-vs-FLOPs frontier of the pruned models\n",
+            "Every kept step of every prune run above; a model is on the frontier when no other has both fewer "
+            "FLOPs and higher test accuracy.\n", "| FLOPs/img | (c1, c2, f1) | test (%) | run |",
+            "|---|---|---|---|"]  # fmt: skip
+    for p in _frontier(points):
+        out.append(f"| {p['study_flops']:,} | {p['arch']} | {pct(p['test_accuracy'])} | `{p['run']}` |")
+    return "\n".join(out) + "\n"
+
+
+def section_bench(files: list[Path]) -> str:
+    out = ["## 5. Inference\n",
+           "FLOPs per image, the study's formula generalized to any kernels (h1 = 29 - k1, h2 = h1 - k2 + 1):\n",
+           "`conv1 h1·h1·(1·k1·k1)·c1 + 2·c1·h1·h1 + conv2 h2·h2·(c1·k2·k2)·c2 + 2·c2·h2·h2 + fc1 f1·(h2·h2·c2) + 2·f1 "
+           "+ fc2 f1·10` (multiply-adds counted once; bias and ReLU once each).\n"]  # fmt: skip
+    if not files:
+        return "\n".join(out) + missing("no bench run", "python -m fmnist.bench")
+    out += ["| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | FLOPs ratio | study |"
+            " batch | threads | machine |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in files:
+        r = _json(f)
+        o, p = r["original"], r["pruned"]
+        flags = " channels_last" * r["channels_last"] + " compile" * r["compile"]
+        out.append(f"| `{f.parent.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
+                   f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x | "
+                   f"~{STUDY['speedup']}x | {r['batch_size']}{flags} | {r['threads']} | "
+                   f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def build(found: dict, out_dir: Path, top: int = 3) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images: list[Path] = []
+    sections = [
+        "# Fashion-MNIST CNN study, reproduced\n",
+        f"Built by `python -m fmnist.report` on {time.strftime('%Y-%m-%d %H:%M')} from the outputs named in each "
+        "section. Study figures are the published reference values; every other number is read from run outputs.\n",
+        section_basic(found["basic"]),
+        section_sweep(found["sweep"], top),
+        section_compare(found["compare"], images),
+        section_prune(found["prune"], images),
+        section_bench(found["bench"]),
+    ]
+    md = "\n".join(sections)
+    (out_dir / "report.md").write_text(md)
+    (out_dir / "report.html").write_text(_html(md))
+    return out_dir / "report.md"
+
+
+def _html(md: str) -> str:
+    import markdown
+
+    def embed(match):
+        path = Path(match.group(2))
+        data = base64.b64encode(path.read_bytes()).decode() if path.exists() else ""
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, md), extensions=["tables"])
+    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"  # fmt: skip
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist report</title><style>{style}</style>" \
+           f"</head><body>{body}</body></html>\n"  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("outputs"), help="where to look for outputs")
+    parser.add_argument("--basic", type=Path, help="a medium training run folder")
+    parser.add_argument("--sweep", type=Path, help="a sweep folder (with summary.csv and best.json)")
+    parser.add_argument("--compare", type=Path, nargs="*", help="one-factor multirun folders")
+    parser.add_argument("--prune", type=Path, nargs="*", help="prune run folders")
+    parser.add_argument("--bench", type=Path, nargs="*", help="bench run folders")
+    parser.add_argument("--top", type=int, default=3, help="trials in the sweep table")
+    parser.add_argument("--out", type=Path, help="output folder (default ROOT/report/<date>_<time>)")
+    args = parser.parse_args(argv)
+    found = discover(args.root)
+    if args.basic:
+        found["basic"] = args.basic / "summary.json"
+    for key in ("sweep", "compare", "prune"):
+        if getattr(args, key) is not None:
+            found[key] = getattr(args, key)
+    if args.bench is not None:
+        found["bench"] = [d / "bench.json" for d in args.bench]
+    out = build(found, args.out or args.root / "report" / time.strftime("%Y-%m-%d_%H-%M-%S"), args.top)
+    print(f"{out}\n{out.with_suffix('.html')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The report over a tiny real pipeline: training, sweep, one-factor comparison, prune, bench."""
+
+import csv
+import json
+import re
+
+import pytest
+
+from fmnist.prune import prune
+from fmnist.report import main as report_main
+from fmnist.train import train
+from tests.conftest import run_cli, small_cfg
+from tests.test_sweep import TINY, sweep_cmd
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, data_root):
+    root = tmp_path_factory.mktemp("outputs")
+    train(small_cfg(root / "runs" / "basic", "data.subset=3000", "data.val_size=500"))
+    run_cli(*sweep_cmd(root / "sweeps" / "s", "hydra.sweeper.n_trials=2", "optimizer.lr=0.01,0.001"))
+    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "optimizer.momentum=0.9,0.99",
+            f"hydra.sweep.dir={root / 'compare_momentum'}")  # fmt: skip
+    prune(small_cfg(root / "prune" / "p", f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
+                    "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
+                    "data.val_size=500", config_name="prune"))  # fmt: skip
+    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=1", "trainer.threads=1",
+            f"hydra.run.dir={root / 'bench' / 'b'}")  # fmt: skip
+    return root
+
+
+def test_report_has_every_section_with_numbers_from_the_files(outputs):
+    report_main(["--root", str(outputs), "--out", str(outputs / "report")])
+    md = (outputs / "report" / "report.md").read_text()
+    assert "_Missing" not in md
+    basic = json.loads((outputs / "runs" / "basic" / "summary.json").read_text())["best"]
+    assert (
+        f"| fmnist (best-validation epoch) | {100 * basic['train_accuracy']:.2f} | {100 * basic['test_accuracy']:.2f} |"
+        in md
+    )
+    assert "| study | 91.14 | 89.32 |" in md
+    with open(outputs / "sweeps" / "s" / "summary.csv") as f:
+        top = next(csv.DictReader(f))
+    assert f"fmnist #1 (trial {top['trial']})" in md and f"{100 * float(top['val_accuracy']):.2f}" in md
+    assert "| study #1 | study #2 | study #3 |" in md.replace(" | study #1", "| study #1", 1) or "study #3" in md
+    assert "momentum=0.9 best val" in md and "momentum=0.99 best val" in md
+    after = json.loads((outputs / "prune" / "p" / "summary.json").read_text())["after"]
+    assert f"| (12, 16, 25) | 3,203,520 → {after['study_flops']:,} |" in md
+    assert "| study | norm, no fine-tuning | (1, 7, 72) | 3,203,520 → 343,712 | 9.32x | - | 87.62 |" in md
+    bench = json.loads((outputs / "bench" / "b" / "bench.json").read_text())
+    assert f"| {bench['speedup']:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
+    html = (outputs / "report" / "report.html").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert len(images) == 3  # one comparison plot and the two pruning plots
+    assert html.count("data:image/png;base64,iVBORw0KGgo") == len(images)  # embedded PNGs, not links
+    assert "<table>" in html
+
+
+def test_missing_inputs_are_named_not_a_crash(tmp_path):
+    report_main(["--root", str(tmp_path), "--out", str(tmp_path / "report")])
+    md = (tmp_path / "report" / "report.md").read_text()
+    for what in ("medium preset", "no sweep", "no one-factor multirun", "no prune run", "no bench run"):
+        assert f"_Missing: {what}" in md or f"_Missing: no completed training run of the {what}" in md
+    assert "python -m fmnist.prune" in md and (tmp_path / "report" / "report.html").exists()
