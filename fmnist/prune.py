@@ -105,7 +105,8 @@ def _row(step, layer, unit, norm, model, val, test, status) -> dict:
 
 def finetune(model: FashionCNN, cfg: DictConfig, data, epochs: float, generator: torch.Generator) -> None:
     """`epochs` SGD passes over the training split; a fraction trains on that share of it, drawn at random."""
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    lr = {"lr": cfg.prune.finetune_lr} if cfg.prune.get("finetune_lr") else {}
+    optimizer = instantiate(cfg.optimizer, **lr)(params=model.parameters())
     x, y = data.train_x, data.train_y
     while epochs > 0:
         idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
