@@ -93,7 +93,7 @@ def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
 def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     """The pruning trajectory: accuracy vs step coloured by layer, and accuracy vs the study's FLOPs."""
     plt = _pyplot()
-    colors = {"": "black", "conv1": "tab:blue", "conv2": "tab:orange", "fc1": "tab:green"}
+    colors = {"": "black", "conv1": "tab:blue", "conv2": "tab:orange", "fc1": "tab:green", "final": "tab:red"}
     paths = []
     for name, x_key, x_label in (
         ("prune_accuracy_vs_step.png", "step", "pruning step"),
@@ -111,7 +111,7 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
             for r in pts:
                 if r["status"] == "reverted":
                     ax.plot(r[x_key], 100 * r["val_accuracy"], "x", color=color, ms=8)
-        final = [r for r in rows if r["status"] in ("start", "kept")][-1]
+        final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
         arch = f"({final['conv1_channels']}, {final['conv2_channels']}, {final['fc1_size']})"
         ax.set(xlabel=x_label, ylabel="accuracy (%)",
                title=f"norm pruning -> (c1, c2, f1) = {arch}; x = reverted step (beyond tolerance)")  # fmt: skip

@@ -162,6 +162,12 @@ def prune(cfg: DictConfig) -> dict:
                 if not kept:
                     break
                 model = candidate
+        if p.get("final_finetune_epochs"):  # recovery once the architecture is final
+            finetune(model, cfg, data, p.final_finetune_epochs, shuffle)
+            val, test = scores(model)
+            rows.append(_row(len(rows), "final", "", "", model, val, test, "finetuned"))
+            log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
+                     100 * test)  # fmt: skip
         summary = _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, time.perf_counter() - started)
         if run:
             run.summary.update({f"final/{k}": v for k, v in summary["after"].items() if not isinstance(v, dict)})
@@ -176,7 +182,7 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds) -
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    final = [r for r in rows if r["status"] in ("start", "kept")][-1]
+    final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
 
     def describe(m, row):
         return {"arch": dict(m.arch), **totals(m.arch), "val_accuracy": row["val_accuracy"],

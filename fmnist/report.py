@@ -181,8 +181,10 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
     for d in dirs:
         s = _json(d / "summary.json")
         a, b, p = s["after"], s["before"], s["prune"]
-        method = f"norm ({p['criterion']}), tolerance {p['tolerance']}" + (
-            f", fine-tune {p['finetune_epochs']} epoch/step" if p["finetune_epochs"] else ", no fine-tuning (study)"
+        method = (
+            f"norm ({p['criterion']}), tolerance {p['tolerance']}"
+            + (f", fine-tune {p['finetune_epochs']} epoch/step" if p["finetune_epochs"] else ", no fine-tuning (study)")
+            + (f", final fine-tune {p['final_finetune_epochs']} epochs" if p.get("final_finetune_epochs") else "")
         )
         arch = widths(a["arch"])
         out.append(f"| `{d.name}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
