@@ -38,7 +38,7 @@ clean:
 
 # The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
 # report. Its budget, in one place (the study: 40-50 epochs; `make reproduce REPRO_EPOCHS=40 REPRO_TRIALS=40` on a GPU):
-REPRO_TRIALS ?= 6           # Optuna trials of the study's grid
+REPRO_TRIALS ?= 4           # Optuna trials of the study's grid
 REPRO_EPOCHS ?= 8           # epochs per sweep trial
 REPRO_CMP_EPOCHS ?= 6       # epochs per one-factor comparison run
 REPRO_CMP_SUBSET ?= 15000   # training-file images for the comparison runs (10 000 train + 5 000 val)

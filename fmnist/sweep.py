@@ -130,6 +130,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             )  # fmt: skip
         fail_stale_trials(study)
         done = taken(study)
+        if study.get_trials(deepcopy=False) and not isinstance(self.sampler, optuna.samplers.GridSampler):
+            # a seeded sampler would replay the proposals of the study's first trials: a resumed run or a second
+            # worker would train the same configurations again
+            self.sampler.reseed_rng()
         log.info(
             "study %s: %d of %d trials already taken, sampler %s, storage %s",
             study.study_name, done, n_total, type(self.sampler).__name__, self.storage,
