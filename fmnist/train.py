@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 COLUMNS = ("epoch", *METRICS, "train_seconds", "epoch_seconds")
+CHANCE = 0.15  # training accuracy below this (10 classes: chance is 0.10) counts as not learning
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,9 +177,13 @@ def train(cfg: DictConfig) -> dict:
                 _progress(cfg, epoch),
             )
             train_seconds = time.perf_counter() - t0
-            if not math.isfinite(train_loss):
-                # the study's lr=0.1: once the loss is inf/nan the weights are gone; stop instead of burning epochs
-                status, reason = "diverged", f"training loss became {train_loss} in epoch {epoch}"
+            patience = cfg.trainer.get("chance_patience")
+            if not math.isfinite(train_loss):  # the weights are gone: stop instead of burning epochs
+                reason = f"training loss became {train_loss} in epoch {epoch}"
+            elif patience and epoch >= patience and train_acc < CHANCE:  # the study's lr=0.1 fails without NaN too
+                reason = f"training accuracy {100 * train_acc:.2f}% after {epoch} epochs: not learning"
+            if reason:
+                status = "diverged"
                 log.warning("diverged: %s; stopping (lower optimizer.lr)", reason)
                 break
             val_loss, val_acc = evaluate(model, data.val_x, data.val_y, cfg.trainer.eval_batch_size)

@@ -145,3 +145,9 @@ def test_wandb_offline_writes_run_files(tmp_path, data_root, monkeypatch):
     train(small_cfg(tmp_path, "logger=wandb", "logger.mode=offline", "data.subset=2000", "data.val_size=500"))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+
+
+def test_run_stuck_at_chance_stops_as_diverged(tmp_path, data_root):
+    summary = train(small_cfg(tmp_path, "trainer.max_epochs=5", "optimizer.lr=0.0", "data.subset=3000"))
+    assert summary["status"] == "diverged" and summary["epochs_run"] == 1  # epoch 2 at chance: stopped there
+    assert summary["reason"].endswith("after 2 epochs: not learning")
