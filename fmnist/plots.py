@@ -35,28 +35,40 @@ def find_runs(root: Path) -> list[dict]:
                 rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        runs.append({"dir": run_dir, "cfg": cfg, "rows": rows, "status": summary.get("status", "unfinished")})
+        overrides = (
+            OmegaConf.load(cfg_file.parent / "overrides.yaml") if (cfg_file.parent / "overrides.yaml").exists() else []
+        )
+        groups = dict(o.split("=", 1) for o in overrides if "=" in o and "." not in o.split("=", 1)[0])
+        runs.append({"dir": run_dir, "cfg": cfg, "rows": rows, "status": summary.get("status", "unfinished"),
+                     "groups": groups})  # fmt: skip
     return runs
 
 
-def _value(run: dict, key: str):
+def value_of(run: dict, key: str):
+    """A dotted config value, or the option chosen for a config group (`model` -> `large`)."""
+    if key in run["groups"]:
+        return run["groups"][key]
     return OmegaConf.select(run["cfg"], key, default=None)
+
+
+def sort_key(value):
+    return (isinstance(value, str), value)
 
 
 def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
     """One PNG: accuracy (left) and loss (right) vs epoch, train dashed and validation solid, coloured by `by`."""
     plt = _pyplot()
     root = Path(root)
-    runs = [r for r in find_runs(root) if _value(r, by) is not None]
+    runs = [r for r in find_runs(root) if value_of(r, by) is not None]
     if not runs:
         raise UserError(f"no runs with a value for {by} under {root}: give a sweep or multirun folder")
-    values = sorted({_value(r, by) for r in runs}, key=lambda v: (isinstance(v, str), v))
-    others = [k for k in KEYS if k != by and len({str(_value(r, k)) for r in runs}) > 1]
+    values = sorted({value_of(r, by) for r in runs}, key=sort_key)
+    others = [k for k in KEYS if k != by and len({str(value_of(r, k)) for r in runs}) > 1]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, value in enumerate(values):
         color = colors[i % len(colors)]
-        group = [r for r in runs if _value(r, by) == value]
+        group = [r for r in runs if value_of(r, by) == value]
         curves = [r for r in group if r["rows"]]
         label = f"{by.split('.')[-1]}={value}"
         if len(group) > 1:

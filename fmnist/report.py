@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fmnist.flops import totals
 from fmnist.model import widths
-from fmnist.plots import KEYS, compare, find_runs
+from fmnist.plots import KEYS, compare, find_runs, sort_key, value_of
 from fmnist.sweep_summary import METRICS as SWEEP_METRICS
 from fmnist.sweep_summary import PARAMS
 
@@ -112,8 +112,8 @@ def section_sweep(sweep: Path | None, top: int) -> str:
 def _finding(runs: list[dict], key: str) -> str:
     """One factual sentence per comparison, from the runs' own metrics."""
     parts = []
-    for run in sorted(runs, key=lambda r: str(_val(r, key))):
-        label = f"{key.split('.')[-1]}={_val(run, key)}"
+    for run in sorted(runs, key=lambda r: sort_key(value_of(r, key))):
+        label = f"{key.split('.')[-1]}={value_of(run, key)}"
         rows = run["rows"]
         if run["status"] == "diverged" or not rows:
             parts.append(f"{label} diverged (no learning)")
@@ -130,12 +130,6 @@ def _finding(runs: list[dict], key: str) -> str:
     return "; ".join(parts) + "."
 
 
-def _val(run: dict, key: str):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(run["cfg"], key, default=None)
-
-
 def section_compare(dirs: list[Path], images: list[Path]) -> str:
     out = ["## 3. Accuracy vs epoch comparisons\n"]
     if not dirs:
@@ -145,14 +139,14 @@ def section_compare(dirs: list[Path], images: list[Path]) -> str:
         )
     for d in dirs:
         runs = find_runs(d)
-        varying = [k for k in KEYS if len({str(_val(r, k)) for r in runs}) > 1]
-        key = "model" if not varying else varying[0]
-        if not varying:  # model=small,medium,large: the preset varies several keys at once
-            key = "model.conv1_channels"
+        varying = [k for k in KEYS if len({str(value_of(r, k)) for r in runs}) > 1]
+        key = varying[0] if varying else "model"
+        if all(k.startswith("model.") for k in varying) and len({value_of(r, "model") for r in runs}) > 1:
+            key = "model"  # model=small,medium,large: one preset name says more than its five keys
         png = compare(d, key, d / "plots" / f"compare_{key.replace('.', '_')}.png")
         images.append(png)
-        rows = runs[0]["rows"]
-        out.append(f"### `{d.name}`: {', '.join(varying) or key} ({len(runs)} runs, {len(rows)} epochs)\n")
+        epochs = max(len(r["rows"]) for r in runs)
+        out.append(f"### `{d.name}`: {key} ({len(runs)} runs, {epochs} epochs)\n")
         out.append(f"![{d.name}]({png})\n")
         out.append(_finding(runs, key) + "\n")
     return "\n".join(out)
