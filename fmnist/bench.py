@@ -3,11 +3,13 @@ training images (as the study did): same batch size and threads, warm-up first, 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -17,7 +19,7 @@ from omegaconf import DictConfig
 from fmnist import checkpoint
 from fmnist.data import normalize, read_raw
 from fmnist.errors import UserError, one_line_errors
-from fmnist.flops import totals
+from fmnist.flops import layer_counts, totals
 from fmnist.model import widths
 from fmnist.train import evaluate, resolve_device, write_json
 
@@ -42,25 +44,43 @@ def resolve_models(b: DictConfig, log_dir: Path) -> tuple[Path, Path, Path | Non
     return Path(summary["source_checkpoint"]), Path(summary["pruned_checkpoint"]), prune_dir
 
 
-def _prepare(model: torch.nn.Module, b: DictConfig, example: torch.Tensor):
-    model.eval()
-    if b.channels_last:
+ENGINES = ("eager", "channels_last", "compile", "onnxruntime")
+
+
+def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path) -> Callable:
+    """A function images -> logits that runs `model` on one inference engine; built (and compiled) before timing."""
+    model = copy.deepcopy(model).eval()
+    if engine == "eager":
+        return model
+    if engine == "channels_last":  # NHWC tensors and weights: oneDNN's preferred layout for convs
         model = model.to(memory_format=torch.channels_last)
-    if b.compile:
+        return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+    if engine == "compile":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold the weights into the graph, as for deployment
-        model = torch.compile(model, dynamic=False)
-        with torch.inference_mode():
-            model(example)  # compile outside the timed passes
-    return model
+        return torch.compile(model, dynamic=False)
+    if engine == "onnxruntime":  # an inference-mode export: ONNX graph run by ONNX Runtime's CPU kernels
+        import onnxruntime
+
+        if example.is_cuda:
+            raise UserError("bench.engines: onnxruntime is timed on the CPU only; drop it or set trainer.device=cpu")
+        for name in ("onnxscript", "onnx_ir"):  # their per-pass INFO lines would bury the benchmark's log
+            logging.getLogger(name).setLevel(logging.WARNING)
+        torch.onnx.export(model, (example,), onnx_path, input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)  # fmt: skip
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # same threads
+        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {"images": x.numpy()})[0]
+    raise UserError(f"bench.engines: unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
 
 
-def _one_pass(model, x: torch.Tensor, batch_size: int) -> float:
+def _one_pass(run: Callable, x: torch.Tensor, batch_size: int) -> float:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
+            run(x[i : i + batch_size])
     if x.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -68,7 +88,7 @@ def _one_pass(model, x: torch.Tensor, batch_size: int) -> float:
 
 @torch.inference_mode()
 def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
-    """Milliseconds per batch spent in each layer (conv+ReLU counted together): where a model's time goes."""
+    """Milliseconds per batch spent in each layer (conv+ReLU counted together, eager): where a model's time goes."""
     times, h = {}, x
     steps = [("conv1", lambda t: torch.relu(model.conv1(t))), ("conv2", lambda t: torch.relu(model.conv2(t))),
              ("fc1", lambda t: torch.relu(model.fc1(t.flatten(1)))), ("fc2", model.fc2)]  # fmt: skip
@@ -82,45 +102,58 @@ def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
     return times
 
 
-def bench(cfg: DictConfig) -> dict:
+def bench(cfg: DictConfig, out_dir: Path) -> dict:
     b = cfg.bench
+    engines = list(b.engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if not engines or unknown:
+        raise UserError(f"bench.engines={engines}: give one or more of {', '.join(ENGINES)}")
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     device = resolve_device(cfg.trainer.device)
     original_path, pruned_path, prune_dir = resolve_models(b, Path(cfg.paths.log_dir))
     (train_x, _), (test_x, test_y) = read_raw(cfg.data.root, cfg.data.system_dir, cfg.data.download)
     x = normalize(train_x[: b.images], cfg.data.mean, cfg.data.std, device)  # the study timed all 60 000
-    if b.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     test_x, test_y = normalize(test_x, cfg.data.mean, cfg.data.std, device), test_y.to(device)  # read once
-    entries = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries, runners = {}, {}
     for name, path in (("original", original_path), ("pruned", pruned_path)):
         model, _ = checkpoint.load_model(path)
         model.to(device).eval()
         _, test_acc = evaluate(model, test_x, test_y, cfg.trainer.eval_batch_size)
         entries[name] = {"checkpoint": str(path.resolve()), "arch": dict(model.arch), **totals(model.arch),
                          "test_accuracy": test_acc, "layer_ms_per_batch": layer_times(model, x[: b.batch_size]),
-                         "model": _prepare(model, b, x[: b.batch_size]), "seconds_all": []}  # fmt: skip
-    for r in range(b.warmup + b.repeats):  # interleaved, so drift on a shared machine hits both alike
-        for entry in entries.values():
-            seconds = _one_pass(entry["model"], x, b.batch_size)
+                         "seconds_all": {e: [] for e in engines}}  # fmt: skip
+        with torch.inference_mode():
+            reference = model(x[: b.batch_size])
+        entries[name]["max_abs_logit_diff"] = {}
+        for e in engines:
+            runners[name, e] = engine_runner(model, e, x[: b.batch_size], out_dir / f"{name}.onnx")
+            with torch.inference_mode():  # the engine must compute this model's logits before its time counts
+                logits = torch.as_tensor(runners[name, e](x[: b.batch_size])).to(device)
+            entries[name]["max_abs_logit_diff"][e] = (logits - reference).abs().max().item()
+    for r in range(b.warmup + b.repeats):  # interleaved, so drift on a shared machine hits every engine alike
+        for (name, e), run in runners.items():
+            seconds = _one_pass(run, x, b.batch_size)
             if r >= b.warmup:
-                entry["seconds_all"].append(seconds)
+                entries[name]["seconds_all"][e].append(seconds)
     for entry in entries.values():
-        del entry["model"]
-        entry["seconds"] = statistics.median(entry["seconds_all"])
+        entry["seconds_by_engine"] = {e: statistics.median(s) for e, s in entry["seconds_all"].items()}
+        entry["engine"] = min(entry["seconds_by_engine"], key=entry["seconds_by_engine"].get)  # its fastest
+        entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
     orig, pruned = entries["original"], entries["pruned"]
     return {
         **entries,
+        # each model on its own fastest engine: what a deployment of either would see
         "speedup": orig["seconds"] / pruned["seconds"],
+        "speedup_by_engine": {e: orig["seconds_by_engine"][e] / pruned["seconds_by_engine"][e] for e in engines},
         "flops_ratio": orig["study_flops"] / pruned["study_flops"],
         "macs_ratio": orig["macs"] / pruned["macs"],
         "images": len(x),
         "batch_size": b.batch_size,
         "repeats": b.repeats,
-        "channels_last": b.channels_last,
-        "compile": b.compile,
+        "engines": engines,
         "threads": torch.get_num_threads(),
         "device": str(device),
         "cpu": _cpu_name(),
@@ -142,25 +175,32 @@ def _cpu_name() -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    result = bench(cfg)
-    write_json(result, Path(cfg.paths.output_dir) / "bench.json")
-    o, p = result["original"], result["pruned"]
-    print(
-        f"inference over {result['images']} training images, batch {result['batch_size']}, "
-        f"{result['threads']} threads, {result['device']} ({result['cpu']}), torch {result['torch']}, "
-        f"channels_last={result['channels_last']}, compile={result['compile']}, median of {result['repeats']}\n"
-        f"original {widths(o['arch'])}: {o['seconds']:.3f} s ({o['images_per_s']:.0f} img/s), "
-        f"{o['study_flops']} FLOPs/img, test {100 * o['test_accuracy']:.2f}%\n"
-        f"pruned   {widths(p['arch'])}: {p['seconds']:.3f} s ({p['images_per_s']:.0f} img/s), "
-        f"{p['study_flops']} FLOPs/img, test {100 * p['test_accuracy']:.2f}%\n"
-        f"speedup {result['speedup']:.2f}x  vs  FLOPs ratio {result['flops_ratio']:.2f}x (study: ~11x)\n"
-        f"ms per batch by layer, original {_fmt(o['layer_ms_per_batch'])}; pruned {_fmt(p['layer_ms_per_batch'])}"
-    )
+    out_dir = Path(cfg.paths.output_dir)
+    result = bench(cfg, out_dir)
+    write_json(result, out_dir / "bench.json")
+    print(summary_text(result))
     return result["speedup"]
 
 
-def _fmt(times: dict) -> str:
-    return " ".join(f"{k} {v:.2f}" for k, v in times.items())
+def summary_text(r: dict) -> str:
+    """The printed table: seconds per engine for both models, the speedups, and where each model's time goes."""
+    o, p = r["original"], r["pruned"]
+    lines = [f"inference over {r['images']} training images, batch {r['batch_size']}, {r['threads']} threads, "
+             f"{r['device']} ({r['cpu']}), torch {r['torch']}, median of {r['repeats']} interleaved passes",
+             f"original {widths(o['arch'])} {o['study_flops']:,} FLOPs/img, test {100 * o['test_accuracy']:.2f}%;  "
+             f"pruned {widths(p['arch'])} {p['study_flops']:,} FLOPs/img, test {100 * p['test_accuracy']:.2f}%",
+             f"{'engine':<14} {'original s':>10} {'pruned s':>9} {'speedup':>8}"]  # fmt: skip
+    for e in r["engines"]:
+        lines.append(f"{e:<14} {o['seconds_by_engine'][e]:>10.3f} {p['seconds_by_engine'][e]:>9.3f} "
+                     f"{r['speedup_by_engine'][e]:>7.2f}x")  # fmt: skip
+    lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x  vs  "
+                 f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~11x)")  # fmt: skip
+    for name, entry in (("original", o), ("pruned", p)):
+        counts = layer_counts(entry["arch"])
+        per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"
+                             for k, ms in entry["layer_ms_per_batch"].items())  # fmt: skip
+        lines.append(f"eager, per batch: {name:<8} {per_layer}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

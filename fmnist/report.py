@@ -213,15 +213,19 @@ def section_bench(files: list[Path]) -> str:
            "+ fc2 f1·10` (multiply-adds counted once; bias and ReLU once each).\n"]  # fmt: skip
     if not files:
         return "\n".join(out) + missing("no bench run", "python -m fmnist.bench")
-    out += ["| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | FLOPs ratio | study |"
-            " batch | threads | machine |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += ["Seconds and speedup compare each model on its fastest engine (`bench.engines`); the eager column is "
+            "both models in plain PyTorch, as the study timed them.\n",
+            "| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | eager speedup "
+            "| FLOPs ratio | study | batch, fastest engines | threads | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for f in files:
         r = _json(f)
         o, p = r["original"], r["pruned"]
-        flags = " channels_last" * r["channels_last"] + " compile" * r["compile"]
+        eager = f"{r['speedup_by_engine']['eager']:.2f}x" if "eager" in r["speedup_by_engine"] else "not run"
         out.append(f"| `{f.parent.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
-                   f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {r['flops_ratio']:.2f}x | "
-                   f"~{STUDY['speedup']}x | {r['batch_size']}{flags} | {r['threads']} | "
+                   f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {eager} | "
+                   f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {o['engine']} / "
+                   f"{p['engine']} | {r['threads']} | "
                    f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
     return "\n".join(out) + "\n"
 

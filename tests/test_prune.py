@@ -120,18 +120,37 @@ def test_checkpoint_of_another_architecture(tmp_path, trained):
         prune(small_cfg(tmp_path, f"prune.checkpoint={tmp_path / 'mismatch.pt'}", config_name="prune"))
 
 
-def test_bench_times_original_and_pruned(tmp_path, trained):
+def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     prune_dir = tmp_path / "prune"
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")  # 100 -> 10 neurons
     out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
-                  "bench.images=6000", "trainer.threads=1", f"hydra.run.dir={tmp_path / 'bench'}")  # fmt: skip
+                  "bench.images=3000", "trainer.threads=1", "bench.engines=[eager,channels_last,compile,onnxruntime]",
+                  f"hydra.run.dir={tmp_path / 'bench'}")  # fmt: skip
     result = json.loads((tmp_path / "bench" / "bench.json").read_text())
-    assert result["images"] == 6000 and result["threads"] == 1 and len(result["original"]["seconds_all"]) == 2
-    assert result["pruned"]["arch"]["fc1_size"] == 10 and result["original"]["arch"]["fc1_size"] == 100
-    assert result["speedup"] == pytest.approx(result["original"]["seconds"] / result["pruned"]["seconds"])
-    assert result["flops_ratio"] == pytest.approx(result["original"]["study_flops"] / result["pruned"]["study_flops"])
-    assert set(result["pruned"]["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
-    assert "speedup" in out.stdout and "FLOPs ratio" in out.stdout
+    orig, pruned = result["original"], result["pruned"]
+    assert result["images"] == 3000 and result["threads"] == 1
+    assert pruned["arch"]["fc1_size"] == 10 and orig["arch"]["fc1_size"] == 100
+    for entry in (orig, pruned):
+        assert all(len(s) == 2 for s in entry["seconds_all"].values())
+        # every engine computes the model's own logits (the ONNX export included)
+        assert set(entry["max_abs_logit_diff"]) == set(result["engines"]) == set(result["speedup_by_engine"])
+        assert max(entry["max_abs_logit_diff"].values()) < 1e-3
+        assert entry["seconds"] == min(entry["seconds_by_engine"].values())
+        assert entry["seconds_by_engine"][entry["engine"]] == entry["seconds"]
+    assert (tmp_path / "bench" / "original.onnx").exists() and (tmp_path / "bench" / "pruned.onnx").exists()
+    assert result["speedup"] == pytest.approx(orig["seconds"] / pruned["seconds"])
+    assert result["speedup_by_engine"]["eager"] == pytest.approx(
+        orig["seconds_by_engine"]["eager"] / pruned["seconds_by_engine"]["eager"])  # fmt: skip
+    assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
+    assert set(pruned["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert "onnxruntime" in out.stdout and "FLOPs ratio" in out.stdout and "GMAC/s" in out.stdout
+
+
+def test_bench_unknown_engine(tmp_path):
+    proc = run_cli("fmnist.bench", f"paths.log_dir={tmp_path}", "bench.engines=[eager,tensorrt]",
+                   f"hydra.run.dir={tmp_path / 'bench'}", check=False)  # fmt: skip
+    assert proc.returncode == 1 and "bench.engines" in proc.stderr and "onnxruntime" in proc.stderr
+    assert not (tmp_path / "bench" / "bench.json").exists()
 
 
 def test_bench_without_prune_run_says_what_to_do(tmp_path):

@@ -1,0 +1,26 @@
+"""The convolution width profile that explains the gap between FLOPs ratio and measured speedup."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_bench_conv_times_each_width_and_layout(tmp_path):
+    out = run_cli("fmnist.bench_conv", "bench_conv.in_channels=[2]", "bench_conv.out_channels=[1,3]",
+                  "bench_conv.batch_size=20", "bench_conv.repeats=2", "trainer.threads=1",
+                  f"hydra.run.dir={tmp_path}")  # fmt: skip
+    result = json.loads((tmp_path / "bench_conv.json").read_text())
+    rows = result["rows"]
+    assert [(r["c_in"], r["c_out"]) for r in rows] == [(2, 1), (2, 3)] and result["threads"] == 1
+    for r in rows:
+        assert r["macs"] == 20 * 22 * 22 * r["c_in"] * 25 * r["c_out"]  # 26x26 maps, 5x5 kernel, valid
+        for layout in ("eager", "channels_last"):
+            assert r[f"{layout}_ms"] > 0
+            assert abs(r[f"{layout}_gmacs"] - r["macs"] / r[f"{layout}_ms"] / 1e6) < 1e-9
+    assert "GMAC/s" in out.stdout and len(out.stdout.strip().splitlines()) == 2 + len(rows)
+
+
+def test_bench_conv_unknown_layout(tmp_path):
+    proc = run_cli("fmnist.bench_conv", "bench_conv.layouts=[nchw16c]", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 1 and "bench_conv.layouts" in proc.stderr and "channels_last" in proc.stderr
+    assert not (tmp_path / "bench_conv.json").exists()
