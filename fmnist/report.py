@@ -221,13 +221,22 @@ def section_bench(files: list[Path]) -> str:
     for f in files:
         r = _json(f)
         o, p = r["original"], r["pruned"]
-        eager = f"{r['speedup_by_engine']['eager']:.2f}x" if "eager" in r["speedup_by_engine"] else "not run"
+        by_engine, engines = _speedup_by_engine(r)
+        eager = f"{by_engine['eager']:.2f}x" if "eager" in by_engine else "not run"
         out.append(f"| `{f.parent.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
                    f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {eager} | "
-                   f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {o['engine']} / "
-                   f"{p['engine']} | {r['threads']} | "
+                   f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
                    f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def _speedup_by_engine(r: dict) -> tuple[dict, str]:
+    """Same-engine speedups and 'original / pruned' fastest engines; a bench.json from before bench.engines timed
+    one engine, named by its channels_last / compile flags."""
+    if "speedup_by_engine" in r:
+        return r["speedup_by_engine"], f"{r['original']['engine']} / {r['pruned']['engine']}"
+    engine = "compile" if r.get("compile") else "channels_last" if r.get("channels_last") else "eager"
+    return {engine: r["speedup"]}, engine
 
 
 def build(found: dict, out_dir: Path, top: int = 3) -> Path:
