@@ -11,7 +11,7 @@ from fmnist.flops import totals
 from fmnist.model import FashionCNN
 from fmnist.prune import LAYERS, prune, remove_units, unit_norms
 from fmnist.train import train
-from tests.conftest import run_cli, small_cfg
+from tests.conftest import compose_cfg, run_cli, small_cfg
 
 
 def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
@@ -144,6 +144,20 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
     assert set(pruned["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert "onnxruntime" in out.stdout and "FLOPs ratio" in out.stdout and "GMAC/s" in out.stdout
+
+
+def test_bench_refuses_an_engine_that_computes_other_logits(tmp_path, trained, monkeypatch):
+    import fmnist.bench
+
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    real = fmnist.bench.engine_runner
+    monkeypatch.setattr(fmnist.bench, "engine_runner", lambda *a: lambda x: real(*a)(x) + 0.5)  # a broken export
+    cfg = compose_cfg(tmp_path / "bench", [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu",
+                                           "bench.engines=[eager]"], config_name="bench")  # fmt: skip
+    with pytest.raises(RuntimeError, match="engine eager computes other logits than the original model"):
+        fmnist.bench.bench(cfg, tmp_path / "bench")
+    assert not (tmp_path / "bench" / "bench.json").exists()
 
 
 def test_bench_unknown_engine(tmp_path):
