@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from fmnist.errors import UserError, one_line_errors
+from fmnist.flops import conv_macs
 from fmnist.train import write_json
 
-LAYOUTS = {"eager": torch.contiguous_format, "channels_last": torch.channels_last}
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}  # both eager PyTorch
 
 
 @torch.inference_mode()
@@ -44,8 +45,7 @@ def bench_conv(cfg: DictConfig) -> list[dict]:
     rows = []
     for c_in in c.in_channels:
         for c_out in c.out_channels:
-            out_side = c.side - c.kernel + 1
-            macs = c.batch_size * out_side * out_side * c_in * c.kernel * c.kernel * c_out
+            macs = c.batch_size * conv_macs(c.side - c.kernel + 1, c_in, c.kernel, c_out)
             row = {"c_in": c_in, "c_out": c_out, "kernel": c.kernel, "side": c.side, "batch_size": c.batch_size,
                    "macs": macs}  # fmt: skip
             for layout in c.layouts:
@@ -61,8 +61,8 @@ def main(cfg: DictConfig) -> None:
     rows = bench_conv(cfg)
     write_json({"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__},
                Path(cfg.paths.output_dir) / "bench_conv.json")  # fmt: skip
-    layouts = list(cfg.bench_conv.layouts)
     c = cfg.bench_conv
+    layouts = list(c.layouts)
     print(f"relu(conv{c.kernel}x{c.kernel}) on a batch of {c.batch_size} {c.side}x{c.side} maps, "
           f"{torch.get_num_threads()} threads, median of {c.repeats}: ms (GMAC/s)")  # fmt: skip
     print(f"{'c_in':>4} {'c_out':>5} {'MMAC':>7} " + " ".join(f"{layout:>20}" for layout in layouts))

@@ -11,6 +11,11 @@ from __future__ import annotations
 from fmnist.model import CLASSES, map_sides
 
 
+def conv_macs(out_side: int, c_in: int, kernel: int, c_out: int) -> int:
+    """Multiply-accumulates of one image through a valid convolution: out_h*out_w*(c_in*k*k)*c_out."""
+    return out_side * out_side * (c_in * kernel * kernel) * c_out
+
+
 def layer_counts(arch: dict) -> dict[str, dict[str, int]]:
     """Per layer: macs, study_flops and params, from (c1, k1, c2, k2, f1) alone."""
     c1, k1, c2, k2, f1 = (
@@ -18,8 +23,8 @@ def layer_counts(arch: dict) -> dict[str, dict[str, int]]:
     )
     h1, h2 = map_sides(k1, k2)
     fc1_in = c2 * h2 * h2
-    conv1 = h1 * h1 * (1 * k1 * k1) * c1
-    conv2 = h2 * h2 * (c1 * k2 * k2) * c2
+    conv1 = conv_macs(h1, 1, k1, c1)
+    conv2 = conv_macs(h2, c1, k2, c2)
     fc1 = f1 * fc1_in
     fc2 = f1 * CLASSES
     return {

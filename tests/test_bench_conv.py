@@ -14,7 +14,7 @@ def test_bench_conv_times_each_width_and_layout(tmp_path):
     assert [(r["c_in"], r["c_out"]) for r in rows] == [(2, 1), (2, 3)] and result["threads"] == 1
     for r in rows:
         assert r["macs"] == 20 * 22 * 22 * r["c_in"] * 25 * r["c_out"]  # 26x26 maps, 5x5 kernel, valid
-        for layout in ("eager", "channels_last"):
+        for layout in ("nchw", "channels_last"):
             assert r[f"{layout}_ms"] > 0
             assert abs(r[f"{layout}_gmacs"] - r["macs"] / r[f"{layout}_ms"] / 1e6) < 1e-9
     assert "GMAC/s" in out.stdout and len(out.stdout.strip().splitlines()) == 2 + len(rows)
