@@ -17,7 +17,7 @@ data:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat  # a plain path: hydra_plugins/ must merge with the installed namespace
+	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
 train: setup
@@ -37,23 +37,21 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
-# report. Its budget, in one place (the study: 40-50 epochs; `make reproduce REPRO_EPOCHS=40 REPRO_TRIALS=40` on a GPU):
-REPRO_TRIALS ?= 4           # Optuna trials of the study's grid
-REPRO_EPOCHS ?= 8           # epochs per sweep trial
-REPRO_CMP_EPOCHS ?= 6       # epochs per one-factor comparison run
-REPRO_CMP_SUBSET ?= 15000   # training-file images for the comparison runs (10 000 train + 5 000 val)
+# report. Its budget lives in conf/experiment/reproduce.yaml, read here with OmegaConf.
 REPRO := outputs/reproduce
-CMP := $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(REPRO_CMP_EPOCHS) data.subset=$(REPRO_CMP_SUBSET)
+REPRO_SWEEP := outputs/sweeps/reproduce
+repro = $(shell $(PY) -c "from omegaconf import OmegaConf; print(OmegaConf.load('conf/experiment/reproduce.yaml').reproduce.$(1))")
+CMP = $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(call repro,compare_epochs) \
+	data.subset=$(call repro,compare_subset)
 
 reproduce: setup
-	$(PY) -m fmnist.train --multirun hydra.sweeper.study_name=reproduce hydra.sweeper.n_trials=$(REPRO_TRIALS) \
-		trainer.max_epochs=$(REPRO_EPOCHS)
+	$(PY) -m fmnist.train --multirun experiment=reproduce
 	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
 	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
 	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size
 	$(CMP) model=small,medium,large hydra.sweep.dir=$(REPRO)/compare_capacity
-	$(PY) -m fmnist.prune prune=norm prune.checkpoint=outputs/sweeps/reproduce/best.json hydra.run.dir=$(REPRO)/prune_norm
-	$(PY) -m fmnist.prune prune=norm_finetune prune.checkpoint=outputs/sweeps/reproduce/best.json \
+	$(PY) -m fmnist.prune prune=norm prune.checkpoint=$(REPRO_SWEEP)/best.json hydra.run.dir=$(REPRO)/prune_norm
+	$(PY) -m fmnist.prune prune=norm_finetune prune.checkpoint=$(REPRO_SWEEP)/best.json \
 		hydra.run.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune hydra.run.dir=$(REPRO)/bench_norm_finetune

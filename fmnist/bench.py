@@ -4,7 +4,6 @@ training images (as the study did): same batch size and threads, warm-up first, 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import platform
 import statistics
@@ -16,31 +15,23 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from fmnist import checkpoint
+from fmnist import checkpoint, config, runs
 from fmnist.data import normalize, read_raw
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import layer_counts, totals
+from fmnist.loop import evaluate, resolve_device, set_threads
 from fmnist.model import widths
-from fmnist.train import evaluate, resolve_device, write_json
+from fmnist.study import PUBLISHED
 
 log = logging.getLogger(__name__)
 
 
-def resolve_models(b: DictConfig, log_dir: Path) -> tuple[Path, Path, Path | None]:
+def resolve_models(b: DictConfig, prune_root: Path) -> tuple[Path, Path, Path | None]:
     """(original .pt, pruned .pt, prune folder) from bench.original/pruned or a prune run's summary.json."""
     if b.original and b.pruned:
         return Path(b.original), Path(b.pruned), None
-    prune_dir = Path(b.prune_dir) if b.prune_dir else None
-    if prune_dir is None:
-        found = sorted((log_dir / "prune").glob("**/summary.json"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise UserError(f"no prune run under {log_dir / 'prune'}: run `python -m fmnist.prune` first, or give "
-                            "bench.prune_dir=DIR or bench.original=PT bench.pruned=PT")  # fmt: skip
-        prune_dir = found[-1].parent
-    summary_file = prune_dir / "summary.json"
-    if not summary_file.exists():
-        raise UserError(f"{prune_dir} has no summary.json: give a folder written by `python -m fmnist.prune`")
-    summary = json.loads(summary_file.read_text())
+    prune_dir = Path(b.prune_dir) if b.prune_dir else runs.newest(prune_root, "prune")
+    summary = runs.read_summary(prune_dir, "prune")
     return Path(summary["source_checkpoint"]), Path(summary["pruned_checkpoint"]), prune_dir
 
 
@@ -103,15 +94,11 @@ def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
 
 
 def bench(cfg: DictConfig, out_dir: Path) -> dict:
-    b = cfg.bench
+    b = config.check(cfg).bench
     engines = list(b.engines)
-    unknown = [e for e in engines if e not in ENGINES]
-    if not engines or unknown:
-        raise UserError(f"bench.engines={engines}: give one or more of {', '.join(ENGINES)}")
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    set_threads(cfg.trainer.threads)
     device = resolve_device(cfg.trainer.device)
-    original_path, pruned_path, prune_dir = resolve_models(b, Path(cfg.paths.log_dir))
+    original_path, pruned_path, prune_dir = resolve_models(b, Path(cfg.paths.prune_dir))
     (train_x, _), (test_x, test_y) = read_raw(cfg.data.root, cfg.data.system_dir, cfg.data.download)
     x = normalize(train_x[: b.images], cfg.data.mean, cfg.data.std, device)  # the study timed all 60 000
     test_x, test_y = normalize(test_x, cfg.data.mean, cfg.data.std, device), test_y.to(device)  # read once
@@ -181,7 +168,7 @@ def _cpu_name() -> str:
 def main(cfg: DictConfig) -> float:
     out_dir = Path(cfg.paths.output_dir)
     result = bench(cfg, out_dir)
-    write_json(result, out_dir / "bench.json")
+    runs.write_summary("bench", result, out_dir)
     print(summary_text(result))
     return result["speedup"]
 
@@ -198,7 +185,7 @@ def summary_text(r: dict) -> str:
         lines.append(f"{e:<14} {o['seconds_by_engine'][e]:>10.3f} {p['seconds_by_engine'][e]:>9.3f} "
                      f"{r['speedup_by_engine'][e]:>7.2f}x")  # fmt: skip
     lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x  vs  "
-                 f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~11x)")  # fmt: skip
+                 f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~{PUBLISHED['speedup']}x)")  # fmt: skip
     for name, entry in (("original", o), ("pruned", p)):
         counts = layer_counts(entry["arch"])
         per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from fmnist.errors import UserError, one_line_errors
+from fmnist import config, runs
+from fmnist.errors import one_line_errors
 from fmnist.flops import conv_macs
-from fmnist.train import write_json
+from fmnist.loop import set_threads
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}  # both eager PyTorch
 
@@ -36,12 +37,8 @@ def time_conv(c_in: int, c_out: int, kernel: int, side: int, batch: int, layout:
 
 
 def bench_conv(cfg: DictConfig) -> list[dict]:
-    c = cfg.bench_conv
-    unknown = [layout for layout in c.layouts if layout not in LAYOUTS]
-    if unknown:
-        raise UserError(f"bench_conv.layouts: unknown {unknown}; use some of {', '.join(LAYOUTS)}")
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    c = config.check(cfg).bench_conv
+    set_threads(cfg.trainer.threads)
     rows = []
     for c_in in c.in_channels:
         for c_out in c.out_channels:
@@ -59,7 +56,7 @@ def bench_conv(cfg: DictConfig) -> list[dict]:
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     rows = bench_conv(cfg)
-    write_json({"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__},
+    runs.write_json({"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__},
                Path(cfg.paths.output_dir) / "bench_conv.json")  # fmt: skip
     c = cfg.bench_conv
     layouts = list(c.layouts)

@@ -3,8 +3,6 @@ checkpoints and all) beside a plain PyTorch loop over the same preloaded tensors
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import statistics
 import time
@@ -13,12 +11,13 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from fmnist import config, runs
 from fmnist.data import load_splits
 from fmnist.errors import one_line_errors
-from fmnist.train import build_model, resolve_device, train
+from fmnist.loop import build_model, build_optimizer, resolve_device, set_threads
+from fmnist.train import train
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor) -> float:
     """Seconds for one epoch of the simplest loop: shuffled index slices, forward, loss, backward, step."""
     model = build_model(cfg.model).to(x.device)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    optimizer = build_optimizer(cfg.optimizer, model)
     t0 = time.perf_counter()
     perm = torch.randperm(len(x), device=x.device)
     for i in range(0, len(x), cfg.data.batch_size):
@@ -41,14 +40,14 @@ def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def bench(cfg: DictConfig) -> dict:
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
+    config.check(cfg)
+    set_threads(cfg.trainer.threads)
     device = resolve_device(cfg.trainer.device)
     data = load_splits(cfg.data, device)
     epochs = cfg.trainer.max_epochs
     plain = [plain_epoch(cfg, data.train_x, data.train_y) for _ in range(epochs)]
     summary = train(cfg)  # the real thing, in the same process, on the same images
-    rows = _history(cfg)
+    rows = [{k: float(v) for k, v in r.items()} for r in runs.read_csv(Path(cfg.paths.output_dir) / "metrics.csv")]
     plain += [plain_epoch(cfg, data.train_x, data.train_y) for _ in range(epochs)]  # before and after: fair to drift
     result = {
         "model": dict(summary["arch"]),
@@ -67,11 +66,6 @@ def bench(cfg: DictConfig) -> dict:
     return result
 
 
-def _history(cfg: DictConfig) -> list[dict]:
-    with open(Path(cfg.paths.output_dir) / "metrics.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
@@ -80,7 +74,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.trainer.progress == "auto":
             cfg.trainer.progress = True  # include the bar's cost, as a user at a terminal sees it
     result = bench(cfg)
-    (Path(cfg.paths.output_dir) / "bench_train.json").write_text(json.dumps(result, indent=2) + "\n")
+    runs.write_json(result, Path(cfg.paths.output_dir) / "bench_train.json")
     print(
         f"\nmodel {result['model']}  batch {result['batch_size']}  {result['train_images']} images  "
         f"{result['device']}  {result['threads']} threads  torch {result['torch']}\n"

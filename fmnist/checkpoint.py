@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from fmnist.errors import UserError
 from fmnist.model import ARCH_KEYS, FashionCNN, build
+from fmnist.runs import atomic
 
 
 class CheckpointError(UserError):
@@ -18,16 +17,8 @@ class CheckpointError(UserError):
 
 def save(obj: dict, path: str | Path) -> None:
     """Write to a temp file in the same folder, then rename: a kill mid-write never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -12,7 +12,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import check_integrity
 
-from fmnist.errors import UserError
+from fmnist.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def load_splits(cfg, device: torch.device | str = "cpu") -> Splits:
         train_x, train_y = train_x[: cfg.subset], train_y[: cfg.subset]
     n = len(train_x)
     if not 0 < cfg.val_size < n:
-        raise ValueError(f"data.val_size={cfg.val_size} must be between 1 and the {n} training images - 1")
+        raise ConfigError(f"data.val_size={cfg.val_size} must be between 1 and the {n} training images - 1")
     # the held-out images depend on split_seed only, so every trial of a sweep validates on the same images
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
     val_idx, train_idx = perm[: cfg.val_size], perm[cfg.val_size :]

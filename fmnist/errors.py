@@ -13,15 +13,19 @@ class UserError(RuntimeError):
     """Something the user can fix; the message says what and how."""
 
 
+class ConfigError(UserError):
+    """A config value out of its type or range; the message names the key and the fix."""
+
+
 def one_line_errors(fn):
-    """Turn UserError/ValueError into 'error: ...' and exit 1 in a single run; re-raise in a multirun, where the
-    sweeper records the message as the trial's failure reason and goes on."""
+    """Turn a UserError into 'error: ...' and exit 1 in a single run; re-raise it in a multirun, where the sweeper
+    records the message as the trial's failure reason and goes on. Anything else is a bug: its traceback stays."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (UserError, ValueError) as e:
+        except UserError as e:
             if _in_multirun():
                 raise
             print(f"error: {e}", file=sys.stderr)

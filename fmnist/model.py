@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fmnist.errors import ConfigError
+
 SIDE, CLASSES = 28, 10
 ARCH_KEYS = ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
+WIDTHS = {"conv1": "conv1_channels", "conv2": "conv2_channels", "fc1": "fc1_size"}  # prunable layer -> its width key
 INITS = {
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
@@ -25,10 +28,10 @@ def check_arch(arch: dict) -> None:
     for key in ARCH_KEYS:
         value = arch.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model.{key}={value!r} must be a whole number >= 1")
+            raise ConfigError(f"model.{key}={value!r} must be a whole number >= 1")
     h1, h2 = map_sides(arch["conv1_kernel"], arch["conv2_kernel"])
     if h1 < 1 or h2 < 1:
-        raise ValueError(
+        raise ConfigError(
             f"model.conv1_kernel={arch['conv1_kernel']} and model.conv2_kernel={arch['conv2_kernel']} "
             f"leave no feature map of a {SIDE}x{SIDE} image (conv1 gives {h1}x{h1}, conv2 {h2}x{h2}); "
             f"their sum must be at most {SIDE + 1}"
@@ -40,13 +43,13 @@ class FashionCNN(nn.Module):
 
     def __init__(
         self,
-        conv1_channels: int = 12,
-        conv1_kernel: int = 3,
-        conv2_channels: int = 16,
-        conv2_kernel: int = 5,
-        fc1_size: int = 100,
-        weight_init: str = "xavier_normal",
-    ):
+        conv1_channels: int,
+        conv1_kernel: int,
+        conv2_channels: int,
+        conv2_kernel: int,
+        fc1_size: int,
+        weight_init: str,
+    ):  # no defaults: the presets in conf/model/ are the one home of every architecture
         super().__init__()
         self.arch = dict(
             conv1_channels=conv1_channels, conv1_kernel=conv1_kernel, conv2_channels=conv2_channels,
@@ -54,7 +57,7 @@ class FashionCNN(nn.Module):
         )  # fmt: skip
         check_arch(self.arch)
         if weight_init not in INITS:
-            raise ValueError(f"model.weight_init={weight_init!r} is unknown; use one of {', '.join(INITS)}")
+            raise ConfigError(f"model.weight_init={weight_init!r} is unknown; use one of {', '.join(INITS)}")
         _, h2 = map_sides(conv1_kernel, conv2_kernel)
         self.conv1 = nn.Conv2d(1, conv1_channels, conv1_kernel)
         self.conv2 = nn.Conv2d(conv1_channels, conv2_channels, conv2_kernel)
@@ -72,7 +75,8 @@ class FashionCNN(nn.Module):
 
 
 def build(arch: dict, weight_init: str = "xavier_normal") -> FashionCNN:
-    """A model from an architecture dict (extra keys such as weight_init or _target_ are ignored)."""
+    """A model from an architecture dict (extra keys such as _target_ are ignored). The init only matters for a model
+    that will be trained; one rebuilt from a checkpoint gets its weights loaded over it."""
     return FashionCNN(**{k: arch[k] for k in ARCH_KEYS}, weight_init=weight_init)
 
 

@@ -10,38 +10,36 @@ gives the curves and its `.hydra/config.yaml` the value of the hyperparameter; t
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fmnist import runs as run_files
 from fmnist.errors import UserError
-from fmnist.sweep_summary import PARAMS
+from fmnist.study import search_space
 
-KEYS = [f"{group}.{key}" for group, key in PARAMS.values()]
+
+def keys() -> list[str]:
+    """The hyperparameters a comparison can be coloured by: the study's searched keys and the epoch budget."""
+    return [*search_space(), "trainer.max_epochs"]
 
 
 def find_runs(root: Path) -> list[dict]:
-    """Every run folder below root (it has .hydra/config.yaml): its config, metric rows and status."""
-    runs = []
+    """Every run folder below root (it has .hydra/config.yaml): its config, metric rows, status and the option
+    chosen for each config group (Hydra's runtime.choices: `model` -> `large`)."""
+    found = []
     for cfg_file in sorted(root.rglob(".hydra/config.yaml")):
         run_dir = cfg_file.parent.parent
-        cfg = OmegaConf.load(cfg_file)
         rows = []
         if (run_dir / "metrics.csv").exists():
-            with open(run_dir / "metrics.csv") as f:
-                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        overrides = (
-            OmegaConf.load(cfg_file.parent / "overrides.yaml") if (cfg_file.parent / "overrides.yaml").exists() else []
-        )
-        groups = dict(o.split("=", 1) for o in overrides if "=" in o and "." not in o.split("=", 1)[0])
-        runs.append({"dir": run_dir, "cfg": cfg, "rows": rows, "status": summary.get("status", "unfinished"),
-                     "groups": groups})  # fmt: skip
-    return runs
+            rows = [{k: float(v) for k, v in r.items()} for r in run_files.read_csv(run_dir / "metrics.csv")]
+        summary = run_files.read_summary(run_dir, "train") if run_files.kind_of(run_dir) == "train" else {}
+        hydra_file = cfg_file.parent / "hydra.yaml"
+        choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
+        found.append({"dir": run_dir, "cfg": OmegaConf.load(cfg_file), "rows": rows,
+                      "status": summary.get("status", "unfinished"), "groups": dict(choices)})  # fmt: skip
+    return found
 
 
 def value_of(run: dict, key: str):
@@ -63,7 +61,7 @@ def compare(root: str | Path, by: str, out: str | Path | None = None) -> Path:
     if not runs:
         raise UserError(f"no runs with a value for {by} under {root}: give a sweep or multirun folder")
     values = sorted({value_of(r, by) for r in runs}, key=sort_key)
-    others = [k for k in KEYS if k != by and len({str(value_of(r, k)) for r in runs}) > 1]
+    others = [k for k in keys() if k != by and len({str(value_of(r, k)) for r in runs}) > 1]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.8))
     for i, value in enumerate(values):
@@ -153,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="curves of runs coloured by one hyperparameter")
     cmp.add_argument("dir", type=Path, help="a sweep or multirun folder")
-    cmp.add_argument("--by", action="append", required=True, help=f"dotted key, e.g. {', '.join(KEYS[:3])}; repeatable")
+    cmp.add_argument(
+        "--by", action="append", required=True, help=f"dotted key, e.g. {', '.join(keys()[:3])}; repeatable"
+    )
     cmp.add_argument("--out", type=Path, help="PNG path (one --by only); default DIR/plots/compare_<key>.png")
     args = parser.parse_args(argv)
     try:

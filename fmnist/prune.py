@@ -8,7 +8,6 @@ and pruning moves to the next layer. The result is a normal, smaller FashionCNN.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -16,19 +15,18 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist import checkpoint
+from fmnist import checkpoint, config, runs
 from fmnist.data import load_splits
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import totals
+from fmnist.loop import evaluate, finetune, resolve_device, set_threads
+from fmnist.model import WIDTHS as LAYERS  # prunable layer -> its width key
 from fmnist.model import FashionCNN, build
-from fmnist.train import evaluate, resolve_device, start_wandb, train_epoch, write_json
 
 log = logging.getLogger(__name__)
 
-LAYERS = {"conv1": "conv1_channels", "conv2": "conv2_channels", "fc1": "fc1_size"}  # prunable -> its arch key
 NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2"}  # whose inputs shrink with it
 COLUMNS = ("step", "layer", "unit", "norm", "conv1_channels", "conv2_channels", "fc1_size", "study_flops", "macs",
            "params", "val_accuracy", "test_accuracy", "status")  # fmt: skip
@@ -56,17 +54,9 @@ def remove_units(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
     return smaller.to(next(model.parameters()).device)
 
 
-def resolve_checkpoint(spec: str | None, log_dir: Path) -> Path:
-    """A .pt from a .pt, a run folder, a sweep folder or a best.json; by default the newest sweep's best.json."""
-    if spec is None:
-        found = sorted((log_dir / "sweeps").glob("*/best.json"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise UserError(
-                f"no sweep with a best.json under {log_dir / 'sweeps'}: run `python -m fmnist.train --multirun` "
-                "first or give prune.checkpoint=PATH (a best.json, a run folder or a .pt)"
-            )
-        spec = str(found[-1])
-    path = Path(spec)
+def resolve_checkpoint(spec: str | None, sweeps_dir: Path) -> Path:
+    """A .pt from a .pt, a run folder, a sweep folder or a best.json; by default the newest sweep's best."""
+    path = Path(spec) if spec else runs.newest(sweeps_dir, "sweep")
     if path.is_dir():
         path = path / "best.json" if (path / "best.json").exists() else path / "checkpoints" / "best.pt"
     if path.suffix == ".json":
@@ -80,22 +70,6 @@ def resolve_checkpoint(spec: str | None, log_dir: Path) -> Path:
     return path
 
 
-def check_prune_cfg(p: DictConfig) -> None:
-    unknown = [layer for layer in p.layers if layer not in LAYERS]
-    if unknown:
-        raise UserError(f"prune.layers has {unknown}: prunable layers are {list(LAYERS)} (fc2 is the output layer)")
-    if not 0 <= p.tolerance <= 1:
-        raise UserError(f"prune.tolerance={p.tolerance} must be within [0, 1] (a drop in validation accuracy)")
-    if p.criterion not in ("l1", "l2"):
-        raise UserError(f"prune.criterion={p.criterion!r}: use l1 or l2")
-    steps = [p.step] if isinstance(p.step, int) else [p.step.get(layer) for layer in p.layers]
-    if not all(isinstance(s, int) and s >= 1 for s in steps) or p.min_units < 1 or p.finetune_epochs < 0:
-        raise UserError(
-            "prune.step (a number, or one per layer: {conv1: 1, conv2: 1, fc1: 4}) and prune.min_units must be "
-            ">= 1, prune.finetune_epochs >= 0"
-        )
-
-
 def _row(step, layer, unit, norm, model, val, test, status) -> dict:
     counts = totals(model.arch)
     return {"step": step, "layer": layer, "unit": unit, "norm": norm, **{k: model.arch[k] for k in LAYERS.values()},
@@ -103,26 +77,15 @@ def _row(step, layer, unit, norm, model, val, test, status) -> dict:
             "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
 
 
-def finetune(model: FashionCNN, cfg: DictConfig, data, epochs: float, generator: torch.Generator) -> None:
-    """`epochs` SGD passes over the training split; a fraction trains on that share of it, drawn at random."""
-    lr = {"lr": cfg.prune.finetune_lr} if cfg.prune.get("finetune_lr") else {}
-    optimizer = instantiate(cfg.optimizer, **lr)(params=model.parameters())
-    x, y = data.train_x, data.train_y
-    while epochs > 0:
-        idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
-        train_epoch(model, optimizer, x[idx], y[idx], cfg.data.batch_size, generator)
-        epochs -= 1
-
-
 def prune(cfg: DictConfig) -> dict:
     """Prune the checkpoint per cfg.prune; write trajectory.csv, pruned.pt, summary.json and plots."""
-    p = cfg.prune
-    check_prune_cfg(p)
+    p = config.check(cfg).prune
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = resolve_checkpoint(p.checkpoint, Path(cfg.paths.log_dir))
+    source = resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir))
     model, ckpt = checkpoint.load_model(source)
     log.info("pruning %s (architecture %s)", source, model.arch)
+    set_threads(cfg.trainer.threads)
     torch.manual_seed(cfg.trainer.seed)
     device = resolve_device(cfg.trainer.device)
     model.to(device)
@@ -136,7 +99,7 @@ def prune(cfg: DictConfig) -> dict:
     base_val, base_test = scores(model)
     rows = [_row(0, "", "", "", model, base_val, base_test, "start")]
     original = model
-    run = start_wandb(cfg, out_dir, job_type="prune", group=cfg.logger.get("group") or "prune")
+    run = runs.start_wandb(cfg, out_dir, job_type="prune", group=cfg.logger.get("group") or "prune")
     if run:
         run.define_metric("*", step_metric="step")
     started = time.perf_counter()
@@ -148,7 +111,8 @@ def prune(cfg: DictConfig) -> dict:
                 units = norms.argsort()[:step].tolist()
                 candidate = remove_units(model, layer, units)
                 if p.finetune_epochs:
-                    finetune(candidate, cfg, data, p.finetune_epochs, shuffle)
+                    finetune(candidate, cfg.optimizer, data, cfg.data.batch_size, p.finetune_epochs, shuffle,
+                             p.finetune_lr)  # fmt: skip
                 val, test = scores(candidate)
                 kept = base_val - val <= p.tolerance
                 row = _row(len(rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),
@@ -162,8 +126,8 @@ def prune(cfg: DictConfig) -> dict:
                 if not kept:
                     break
                 model = candidate
-        if p.get("final_finetune_epochs"):  # recovery once the architecture is final
-            finetune(model, cfg, data, p.final_finetune_epochs, shuffle)
+        if p.final_finetune_epochs:  # recovery once the architecture is final
+            finetune(model, cfg.optimizer, data, cfg.data.batch_size, p.final_finetune_epochs, shuffle, p.finetune_lr)
             val, test = scores(model)
             rows.append(_row(len(rows), "final", "", "", model, val, test, "finetuned"))
             log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
@@ -178,10 +142,7 @@ def prune(cfg: DictConfig) -> dict:
 
 
 def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds) -> dict:
-    with open(out_dir / "trajectory.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    runs.write_csv(rows, COLUMNS, out_dir / "trajectory.csv")
     final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
 
     def describe(m, row):
@@ -205,11 +166,10 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds) -
         "seconds": seconds,
         "prune": OmegaConf.to_container(cfg.prune, resolve=True),
     }
-    write_json(summary, out_dir / "summary.json")
     from fmnist.plots import pruning_plots
 
     summary["plots"] = [str(p) for p in pruning_plots(rows, out_dir)]
-    write_json(summary, out_dir / "summary.json")
+    runs.write_summary("prune", summary, out_dir)
     log.info("(c1, c2, f1) %s -> %s: %.2fx fewer study FLOPs, test %.2f%% -> %.2f%%",
              *(tuple(d["arch"][k] for k in LAYERS.values()) for d in (before, after)), summary["flops_ratio"],
              100 * before["test_accuracy"], 100 * after["test_accuracy"])  # fmt: skip

@@ -2,62 +2,44 @@
 
 Finds, under --root (or as named): the newest medium training run, the newest sweep, the one-factor comparison
 multiruns, prune runs and bench runs; writes report.md and a self-contained report.html (images embedded).
-Every number comes from those files except the study's published figures, kept in STUDY below.
+Every number comes from those files except the study's published figures (`fmnist.study.PUBLISHED`).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import csv
-import json
 import re
 import time
 from pathlib import Path
 
+from fmnist import runs
 from fmnist.flops import totals
 from fmnist.model import widths
-from fmnist.plots import KEYS, compare, find_runs, sort_key, value_of
+from fmnist.plots import compare, find_runs, keys, sort_key, value_of
+from fmnist.study import PUBLISHED as STUDY
+from fmnist.study import grid_points, preset, pruned_arch
 from fmnist.sweep_summary import METRICS as SWEEP_METRICS
-from fmnist.sweep_summary import PARAMS
-
-# The course study's published figures: the only numbers in the report not read from run outputs.
-STUDY = {
-    "basic_train_accuracy": 0.9114,
-    "basic_test_accuracy": 0.8932,
-    "top3_test_accuracy": [0.9010, 0.9001, 0.8997],
-    "grid_epochs": "40-50",
-    "pruned_arch": (1, 7, 72),
-    "pruned_test_accuracy": 0.8762,
-    "speedup": 11,
-}
-MEDIUM = {"conv1_channels": 12, "conv1_kernel": 3, "conv2_channels": 16, "conv2_kernel": 5, "fc1_size": 100}
+from fmnist.sweep_summary import params
 
 
 def pct(x) -> str:
     return f"{100 * float(x):.2f}" if x not in (None, "") else "-"
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def _newest(paths):
-    paths = sorted(paths, key=lambda p: p.stat().st_mtime)
-    return paths[-1] if paths else None
-
-
 def discover(root: Path) -> dict:
-    """Outputs under root, by kind (a folder's files say what it is)."""
-    runs = [p.parent for p in root.glob("**/summary.json") if "config" in _json(p) and "best" in _json(p)]
-    medium = [r for r in runs if _json(r / "summary.json")["arch"] == MEDIUM and _json(r / "summary.json")["best"]]
-    medium = [r for r in medium if not (r.parent / "optuna.db").exists() and not (r.parent / "multirun.yaml").exists()]
+    """Outputs under root, found by the kind their summary.json states."""
+    medium = preset("medium")
+    basic = [d for d in runs.find(root, "train") if not runs.read_summary(d, "train")["multirun"]
+             and runs.read_summary(d, "train")["arch"] == medium and runs.read_summary(d, "train")["best"]]  # fmt: skip
+    sweeps = runs.find(root, "sweep")
+    multiruns = sorted(p.parent for p in root.glob("**/multirun.yaml"))
     return {
-        "basic": _newest(r / "summary.json" for r in medium),
-        "sweep": _newest(p.parent for p in root.glob("**/best.json") if (p.parent / "summary.csv").exists()),
-        "compare": sorted(p.parent for p in root.glob("**/multirun.yaml") if not (p.parent / "optuna.db").exists()),
-        "prune": sorted((p.parent for p in root.glob("**/trajectory.csv")), key=lambda p: p.stat().st_mtime),
-        "bench": sorted((p for p in root.glob("**/bench.json")), key=lambda p: p.stat().st_mtime),
+        "basic": basic[-1] if basic else None,
+        "sweep": sweeps[-1] if sweeps else None,
+        "compare": [d for d in multiruns if d not in sweeps],  # Hydra's basic sweeper: the one-factor comparisons
+        "prune": runs.find(root, "prune"),
+        "bench": runs.find(root, "bench"),
     }
 
 
@@ -65,14 +47,14 @@ def missing(what: str, how: str) -> str:
     return f"_Missing: {what}. Produce it with `{how}`, then rerun `python -m fmnist.report`._\n"
 
 
-def section_basic(summary_path: Path | None) -> str:
+def section_basic(run_dir: Path | None) -> str:
     out = ["## 1. Basic model (medium preset)\n"]
-    if summary_path is None:
+    if run_dir is None:
         return "\n".join(out) + missing("no completed training run of the medium preset", "python -m fmnist.train")
-    s = _json(summary_path)
+    s = runs.read_summary(run_dir, "train")
     b = s["best"]
     out += [
-        f"Run `{summary_path.parent}`: {s['epochs_run']} epochs, batch {s['config']['data']['batch_size']}, "
+        f"Run `{run_dir}`: {s['epochs_run']} epochs, batch {s['config']['data']['batch_size']}, "
         f"lr {s['config']['optimizer']['lr']}, momentum {s['config']['optimizer']['momentum']}; "
         f"best validation epoch {b['epoch']}.\n",
         "| | train accuracy (%) | test accuracy (%) |", "|---|---|---|",
@@ -86,13 +68,13 @@ def section_sweep(sweep: Path | None, top: int) -> str:
     out = ["## 2. Hyperparameter search\n"]
     if sweep is None:
         return "\n".join(out) + missing("no sweep with best.json", "python -m fmnist.train --multirun")
-    with open(sweep / "summary.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = runs.read_csv(sweep / "summary.csv")
     done = [r for r in rows if r["state"] == "COMPLETE"][:top]
     states = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
     epochs = sorted({r["max_epochs"] for r in rows})
     out.append(
-        f"Sweep `{sweep}`: {len(rows)} trials of the study's 5 184-point grid ({states['COMPLETE']} completed, "
+        f"Sweep `{sweep}`: {len(rows)} trials of the study's {grid_points():,}-point grid "
+        f"({states['COMPLETE']} completed, "
         f"{states['PRUNED']} diverged, {states['FAIL']} failed), {', '.join(epochs)} epochs each "
         f"(the study: {STUDY['grid_epochs']}). Ranked by validation accuracy; metrics at each trial's best-validation "
         "epoch. The study published only the test accuracy of its top three here.\n"
@@ -100,7 +82,7 @@ def section_sweep(sweep: Path | None, top: int) -> str:
     head = ["| | " + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
             + " | " + " | ".join(f"study #{i + 1}" for i in range(3)) + " |"]  # fmt: skip
     head.append("|---" * (1 + len(done) + 3) + "|")
-    lines = [f"| {name} | " + " | ".join(r[name] for r in done) + " | - | - | - |" for name in PARAMS]
+    lines = [f"| {name} | " + " | ".join(r[name] for r in done) + " | - | - | - |" for name in params()]
     for name in SWEEP_METRICS[1:]:
         fmt = (lambda v: f"{float(v):.4f}") if name == "test_loss" else pct
         study = [pct(v) for v in STUDY["top3_test_accuracy"]] if name == "test_accuracy" else ["-"] * 3
@@ -139,7 +121,7 @@ def section_compare(dirs: list[Path], images: list[Path]) -> str:
         )
     for d in dirs:
         runs = find_runs(d)
-        varying = [k for k in KEYS if len({str(value_of(r, k)) for r in runs}) > 1]
+        varying = [k for k in keys() if len({str(value_of(r, k)) for r in runs}) > 1]
         key = varying[0] if varying else "model"
         if all(k.startswith("model.") for k in varying) and len({value_of(r, "model") for r in runs}) > 1:
             key = "model"  # model=small,medium,large: one preset name says more than its five keys
@@ -167,13 +149,12 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
     out = ["## 4. Pruning\n"]
     if not dirs:
         return "\n".join(out) + missing("no prune run", "python -m fmnist.prune")
-    s_arch = dict(zip(("conv1_channels", "conv2_channels", "fc1_size"), STUDY["pruned_arch"], strict=True))
-    study_flops = totals({**MEDIUM, **s_arch})["study_flops"]
+    medium_flops, study_flops = totals(preset("medium"))["study_flops"], totals(pruned_arch())["study_flops"]
     out += ["| run | method | (c1, c2, f1) | FLOPs before → after | FLOPs ratio | val (%) | test (%) |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
     points = []
     for d in dirs:
-        s = _json(d / "summary.json")
+        s = runs.read_summary(d, "prune")
         a, b, p = s["after"], s["before"], s["prune"]
         method = (
             f"norm ({p['criterion']}), tolerance {p['tolerance']}"
@@ -183,16 +164,14 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
         arch = widths(a["arch"])
         out.append(f"| `{d.name}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
                    f"{s['flops_ratio']:.2f}x | {pct(a['val_accuracy'])} | {pct(a['test_accuracy'])} |")  # fmt: skip
-        with open(d / "trajectory.csv") as f:
-            rows = list(csv.DictReader(f))
-        for r in rows:
+        for r in runs.read_csv(d / "trajectory.csv"):
             if r["status"] != "reverted":
                 points.append({"run": d.name, "study_flops": int(r["study_flops"]),
                                "test_accuracy": float(r["test_accuracy"]),
                                "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})"})  # fmt: skip
         images.extend(p for p in (d / "prune_accuracy_vs_step.png", d / "prune_accuracy_vs_flops.png") if p.exists())
-    out.append(f"| study | norm, no fine-tuning | {STUDY['pruned_arch']} | 3,203,520 → {study_flops:,} | "
-               f"{3_203_520 / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n")  # fmt: skip
+    out.append(f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {medium_flops:,} → {study_flops:,} | "
+               f"{medium_flops / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n")  # fmt: skip
     for d in dirs:
         for name in ("prune_accuracy_vs_step.png", "prune_accuracy_vs_flops.png"):
             if (d / name).exists():
@@ -206,37 +185,28 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
     return "\n".join(out) + "\n"
 
 
-def section_bench(files: list[Path]) -> str:
+def section_bench(dirs: list[Path]) -> str:
     out = ["## 5. Inference\n",
            "FLOPs per image, the study's formula generalized to any kernels (h1 = 29 - k1, h2 = h1 - k2 + 1):\n",
            "`conv1 h1·h1·(1·k1·k1)·c1 + 2·c1·h1·h1 + conv2 h2·h2·(c1·k2·k2)·c2 + 2·c2·h2·h2 + fc1 f1·(h2·h2·c2) + 2·f1 "
            "+ fc2 f1·10` (multiply-adds counted once; bias and ReLU once each).\n"]  # fmt: skip
-    if not files:
+    if not dirs:
         return "\n".join(out) + missing("no bench run", "python -m fmnist.bench")
     out += ["Seconds and speedup compare each model on its fastest engine (`bench.engines`); the eager column is "
             "both models in plain PyTorch, as the study timed them.\n",
             "| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | eager speedup "
             "| FLOPs ratio | study | batch, fastest engines | threads | machine |",
             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for f in files:
-        r = _json(f)
+    for d in dirs:
+        r = runs.read_summary(d, "bench")
         o, p = r["original"], r["pruned"]
-        by_engine, engines = _speedup_by_engine(r)
-        eager = f"{by_engine['eager']:.2f}x" if "eager" in by_engine else "not run"
-        out.append(f"| `{f.parent.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
+        eager = f"{r['speedup_by_engine']['eager']:.2f}x" if "eager" in r["speedup_by_engine"] else "not run"
+        engines = f"{o['engine']} / {p['engine']}"
+        out.append(f"| `{d.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
                    f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {eager} | "
                    f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
                    f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
     return "\n".join(out) + "\n"
-
-
-def _speedup_by_engine(r: dict) -> tuple[dict, str]:
-    """Same-engine speedups and 'original / pruned' fastest engines; a bench.json from before bench.engines timed
-    one engine, named by its channels_last / compile flags."""
-    if "speedup_by_engine" in r:
-        return r["speedup_by_engine"], f"{r['original']['engine']} / {r['pruned']['engine']}"
-    engine = "compile" if r.get("compile") else "channels_last" if r.get("channels_last") else "eager"
-    return {engine: r["speedup"]}, engine
 
 
 def build(found: dict, out_dir: Path, top: int = 3) -> Path:
@@ -285,13 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default ROOT/report/<date>_<time>)")
     args = parser.parse_args(argv)
     found = discover(args.root)
-    if args.basic:
-        found["basic"] = args.basic / "summary.json"
-    for key in ("sweep", "compare", "prune"):
+    for key in ("basic", "sweep", "compare", "prune", "bench"):
         if getattr(args, key) is not None:
             found[key] = getattr(args, key)
-    if args.bench is not None:
-        found["bench"] = [d / "bench.json" for d in args.bench]
     out = build(found, args.out or args.root / "report" / time.strftime("%Y-%m-%d_%H-%M-%S"), args.top)
     print(f"{out}\n{out.with_suffix('.html')}")
 

@@ -14,7 +14,6 @@ study survives real use:
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from fmnist import runs
 from fmnist.sweep_summary import summarize
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             if math.isfinite(value):
                 _tell(study, trial, value)
                 return
-            summary = run_dir / "summary.json"
-            reason = json.loads(summary.read_text()).get("reason") if summary.exists() else None
+            reason = runs.read_summary(run_dir, "train").get("reason") if runs.kind_of(run_dir) == "train" else None
             trial.set_user_attr("reason", f"diverged: {reason}" if reason else "no finite objective")
             _tell(study, trial, state=TrialState.PRUNED)
             log.warning("trial %d pruned: %s", trial.number, trial.user_attrs["reason"])

@@ -7,40 +7,38 @@ epoch). Selection is by validation accuracy; test accuracy is reported, never us
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
-from fmnist.errors import UserError
+from omegaconf import OmegaConf
 
-# the study's names, in the order of its table; each is read from the trial's resolved config
-PARAMS = {
-    "conv1_kernel": ("model", "conv1_kernel"),
-    "conv2_kernel": ("model", "conv2_kernel"),
-    "conv1_channels": ("model", "conv1_channels"),
-    "conv2_channels": ("model", "conv2_channels"),
-    "fc1_size": ("model", "fc1_size"),
-    "batch_size": ("data", "batch_size"),
-    "lr": ("optimizer", "lr"),
-    "momentum": ("optimizer", "momentum"),
-    "weight_init": ("model", "weight_init"),
-    "max_epochs": ("trainer", "max_epochs"),
-}
+from fmnist import runs
+from fmnist.errors import UserError
+from fmnist.study import search_space
+
 METRICS = ("best_epoch", "val_accuracy", "test_accuracy", "test_loss", "train_accuracy")
-COLUMNS = ("rank", "trial", "state", *PARAMS, *METRICS, "reason", "run_dir")
+
+
+def params() -> dict[str, str]:
+    """The table's parameter columns: the study's names (the last part of each searched key) -> dotted key."""
+    return {key.split(".")[-1]: key for key in [*search_space(), "trainer.max_epochs"]}
+
+
+def columns() -> tuple[str, ...]:
+    return ("rank", "trial", "state", *params(), *METRICS, "reason", "run_dir")
 
 
 def _row(trial) -> dict:
     run_dir = trial.user_attrs.get("run_dir")
-    summary_path = Path(run_dir) / "summary.json" if run_dir else None
-    summary = json.loads(summary_path.read_text()) if summary_path and summary_path.exists() else {}
+    summary = {}
+    if run_dir and runs.kind_of(run_dir) == "train":
+        summary = runs.read_summary(run_dir, "train")
     row = {"trial": trial.number, "state": trial.state.name, "reason": trial.user_attrs.get("reason", "")}
     row["run_dir"] = run_dir or ""
-    config = summary.get("config", {})
+    config = OmegaConf.create(summary.get("config", {}))
     given = {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}  # sampled + fixed overrides
-    for name, (group, key) in PARAMS.items():
-        row[name] = config.get(group, {}).get(key, given.get(f"{group}.{key}", ""))
+    for name, key in params().items():
+        row[name] = OmegaConf.select(config, key, default=given.get(key, ""))
     best = summary.get("best") if trial.state.name == "COMPLETE" else None
     if best:
         row.update(best_epoch=best["epoch"], **{k: best[k] for k in METRICS if k != "best_epoch"})
@@ -66,7 +64,7 @@ def _markdown(rows: list[dict], study_name: str) -> str:
             return f"{value:.4f}"
         return str(value)
 
-    cols = [c for c in COLUMNS if c != "run_dir"]
+    cols = [c for c in columns() if c != "run_dir"]
     lines = [
         f"# Sweep {study_name}",
         "",
@@ -85,11 +83,8 @@ def summarize(sweep_dir: str | Path, study) -> dict:
     """Write summary.csv, summary.md and best.json into sweep_dir; return their paths and the best row."""
     sweep_dir = Path(sweep_dir)
     rows = rows_of(study)
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (sweep_dir / "summary.md").write_text(_markdown(rows, study.study_name))
+    runs.write_csv(rows, columns(), sweep_dir / "summary.csv")
+    runs.write_text(_markdown(rows, study.study_name), sweep_dir / "summary.md")
     best = next((r for r in rows if r["state"] == "COMPLETE"), None)
     out = {"summary_csv": str(sweep_dir / "summary.csv"), "best": best, "best_json": None}
     if best:
@@ -97,15 +92,18 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         best_json = {
             "study_name": study.study_name,
             "trial": best["trial"],
-            "params": {k: best[k] for k in PARAMS},
+            "params": {k: best[k] for k in params()},
             "metrics": {k: best[k] for k in METRICS},
             "run_dir": best["run_dir"],
             "checkpoint": str(ckpt.resolve()),
             "n_completed": sum(r["state"] == "COMPLETE" for r in rows),
             "n_trials": len(rows),
         }
-        (sweep_dir / "best.json").write_text(json.dumps(best_json, indent=2) + "\n")
+        runs.write_json(best_json, sweep_dir / "best.json")
         out["best_json"] = str(sweep_dir / "best.json")
+    counts = {state: sum(r["state"] == state for r in rows) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    runs.write_summary("sweep", {"study_name": study.study_name, "trials": counts, "best": best,
+                                 "best_json": out["best_json"]}, sweep_dir)  # fmt: skip
     return out
 
 

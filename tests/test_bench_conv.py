@@ -2,7 +2,7 @@
 
 import json
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_bench_conv_times_each_width_and_layout(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fmnist.data import RAW_MD5, DataError, load_splits, read_raw
-from tests.conftest import DEBIAN_DIR, compose_cfg
+from fmnist.errors import ConfigError
+from tests.helpers import DEBIAN_DIR, compose_cfg
 
 
 def test_real_data_splits(tmp_path, data_root):
@@ -71,5 +72,5 @@ def test_damaged_unpacked_file_is_reported(tmp_path, data_root):
 
 def test_val_size_must_fit_subset(tmp_path, data_root):
     cfg = compose_cfg(tmp_path, ["data.subset=500", "data.val_size=1000"]).data
-    with pytest.raises(ValueError, match="data.val_size=1000"):
+    with pytest.raises(ConfigError, match="data.val_size=1000"):
         load_splits(cfg)

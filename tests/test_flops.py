@@ -19,7 +19,7 @@ def test_study_formula_for_medium_and_its_pruned_model():
     [(12, 3, 16, 5, 100), (1, 3, 7, 5, 72), (8, 5, 8, 5, 50), (16, 3, 16, 3, 100), (16, 5, 8, 3, 50), (3, 1, 2, 1, 7)],
 )
 def test_macs_agree_with_torch_flop_counter(arch):
-    model = FashionCNN(*arch)
+    model = FashionCNN(*arch, weight_init="normal")
     keys = ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
     counts = totals(dict(zip(keys, arch, strict=True)))
     assert counted_macs(model, batch=3) == counts["macs"]  # exact: FlopCounterMode counts 2 per multiply-add

@@ -1,15 +1,19 @@
 import pytest
 import torch
 
-from fmnist.model import ARCH_KEYS, FashionCNN, map_sides, n_params
-from tests.conftest import compose_cfg
+from fmnist.errors import ConfigError
+from fmnist.model import ARCH_KEYS, FashionCNN, build, map_sides, n_params
+from fmnist.study import preset
+from tests.helpers import compose_cfg
+
+MEDIUM = preset("medium")
 
 
 @pytest.mark.parametrize("preset", ["small", "medium", "large"])
 def test_presets_compose_and_build(tmp_path, preset):
     cfg = compose_cfg(tmp_path, [f"model={preset}"])
     assert set(ARCH_KEYS) | {"weight_init", "_target_"} == set(cfg.model)
-    from fmnist.train import build_model
+    from fmnist.loop import build_model
 
     model = build_model(cfg.model)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
@@ -20,7 +24,8 @@ def test_presets_compose_and_build(tmp_path, preset):
 @pytest.mark.parametrize("k1", [3, 5])
 @pytest.mark.parametrize("k2", [3, 5])
 def test_fc1_input_follows_kernels(k1, k2):
-    model = FashionCNN(conv1_channels=8, conv1_kernel=k1, conv2_channels=12, conv2_kernel=k2, fc1_size=50)
+    model = FashionCNN(conv1_channels=8, conv1_kernel=k1, conv2_channels=12, conv2_kernel=k2, fc1_size=50,
+                       weight_init="normal")  # fmt: skip
     side = 28 - k1 + 1 - k2 + 1
     assert map_sides(k1, k2)[1] == side
     assert model.fc1.in_features == 12 * side * side
@@ -28,7 +33,7 @@ def test_fc1_input_follows_kernels(k1, k2):
 
 
 def test_medium_has_the_studys_maps_and_params():
-    model = FashionCNN()
+    model = build(MEDIUM)
     x = torch.relu(model.conv1(torch.zeros(1, 1, 28, 28)))
     assert x.shape == (1, 12, 26, 26)
     assert model.conv2(x).shape == (1, 16, 22, 22)
@@ -38,7 +43,7 @@ def test_medium_has_the_studys_maps_and_params():
 @pytest.mark.parametrize("init", ["xavier_normal", "xavier_uniform", "normal"])
 def test_weight_init_and_zero_bias(init):
     torch.manual_seed(0)
-    model = FashionCNN(weight_init=init)
+    model = build(MEDIUM, weight_init=init)
     assert all(torch.all(layer.bias == 0) for layer in (model.conv1, model.conv2, model.fc1, model.fc2))
     std = model.fc1.weight.std().item()
     expected = 0.01 if init == "normal" else (2 / (7744 + 100)) ** 0.5  # xavier: gain * sqrt(2 / (in + out))
@@ -55,5 +60,5 @@ def test_weight_init_and_zero_bias(init):
     ],
 )
 def test_impossible_models_are_rejected(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        FashionCNN(**kwargs)
+    with pytest.raises(ConfigError, match=message):
+        FashionCNN(**{**MEDIUM, "weight_init": "normal", **kwargs})

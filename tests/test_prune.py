@@ -8,10 +8,11 @@ import torch
 from fmnist import checkpoint
 from fmnist.errors import UserError
 from fmnist.flops import totals
-from fmnist.model import FashionCNN
+from fmnist.model import FashionCNN, build
 from fmnist.prune import LAYERS, prune, remove_units, unit_norms
+from fmnist.study import preset
 from fmnist.train import train
-from tests.conftest import compose_cfg, run_cli, small_cfg
+from tests.helpers import compose_cfg, run_cli, small_cfg
 
 
 def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
@@ -27,9 +28,8 @@ def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
 @pytest.mark.parametrize("kernels", [(3, 5), (5, 3)])
 def test_physical_removal_equals_zeroed_units(layer, kernels):
     torch.manual_seed(0)
-    model = FashionCNN(
-        conv1_channels=6, conv1_kernel=kernels[0], conv2_channels=5, conv2_kernel=kernels[1], fc1_size=20
-    )
+    model = FashionCNN(conv1_channels=6, conv1_kernel=kernels[0], conv2_channels=5, conv2_kernel=kernels[1],
+                       fc1_size=20, weight_init="xavier_normal")  # fmt: skip
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # non-zero biases too
@@ -42,7 +42,7 @@ def test_physical_removal_equals_zeroed_units(layer, kernels):
 
 
 def test_norms_score_output_units():
-    model = FashionCNN()
+    model = build(preset("medium"))
     with torch.no_grad():
         model.conv2.weight[4] = 0
         model.conv2.weight[9] *= 100
@@ -95,7 +95,7 @@ def test_zero_tolerance_with_finetune_keeps_only_harmless_steps(tmp_path, traine
     "overrides, message",
     [
         (["prune.layers=[conv1,fc2]"], r"prune.layers has \['fc2'\]"),
-        (["prune.tolerance=1.5"], r"prune.tolerance=1.5 must be within \[0, 1\]"),
+        (["prune.tolerance=1.5"], r"prune.tolerance=1.5 must be a number in \[0, 1\]"),
         (["prune.checkpoint=/nonexistent/best.pt"], "does not exist"),
     ],
 )
@@ -126,7 +126,8 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
                   "bench.images=3000", "trainer.threads=1", "bench.engines=[eager,channels_last,compile,onnxruntime]",
                   f"hydra.run.dir={tmp_path / 'bench'}")  # fmt: skip
-    result = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    result = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    assert result["kind"] == "bench"
     orig, pruned = result["original"], result["pruned"]
     assert result["images"] == 3000 and result["threads"] == 1
     assert pruned["arch"]["fc1_size"] == 10 and orig["arch"]["fc1_size"] == 100
@@ -157,16 +158,16 @@ def test_bench_refuses_an_engine_that_computes_other_logits(tmp_path, trained, m
                                            "bench.engines=[eager]"], config_name="bench")  # fmt: skip
     with pytest.raises(RuntimeError, match="engine eager computes other logits than the original model"):
         fmnist.bench.bench(cfg, tmp_path / "bench")
-    assert not (tmp_path / "bench" / "bench.json").exists()
+    assert not (tmp_path / "bench" / "summary.json").exists()
 
 
 def test_bench_unknown_engine(tmp_path):
     proc = run_cli("fmnist.bench", f"paths.log_dir={tmp_path}", "bench.engines=[eager,tensorrt]",
                    f"hydra.run.dir={tmp_path / 'bench'}", check=False)  # fmt: skip
     assert proc.returncode == 1 and "bench.engines" in proc.stderr and "onnxruntime" in proc.stderr
-    assert not (tmp_path / "bench" / "bench.json").exists()
+    assert not (tmp_path / "bench" / "summary.json").exists()
 
 
 def test_bench_without_prune_run_says_what_to_do(tmp_path):
     proc = run_cli("fmnist.bench", f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}", check=False)
-    assert proc.returncode == 1 and "no prune run under" in proc.stderr and "python -m fmnist.prune" in proc.stderr
+    assert proc.returncode == 1 and "no prune folder under" in proc.stderr and "python -m fmnist.prune" in proc.stderr

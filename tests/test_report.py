@@ -8,10 +8,8 @@ import pytest
 
 from fmnist.prune import prune
 from fmnist.report import main as report_main
-from fmnist.report import section_bench
 from fmnist.train import train
-from tests.conftest import run_cli, small_cfg
-from tests.test_sweep import TINY, sweep_cmd
+from tests.helpers import TINY, run_cli, small_cfg, sweep_cmd
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +46,7 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     after = json.loads((outputs / "prune" / "p" / "summary.json").read_text())["after"]
     assert f"| (12, 16, 25) | 3,203,520 → {after['study_flops']:,} |" in md
     assert "| study | norm, no fine-tuning | (1, 7, 72) | 3,203,520 → 343,712 | 9.32x | - | 87.62 |" in md
-    bench = json.loads((outputs / "bench" / "b" / "bench.json").read_text())
+    bench = json.loads((outputs / "bench" / "b" / "summary.json").read_text())
     eager = bench["speedup_by_engine"]["eager"]
     assert f"| {bench['speedup']:.2f}x | {eager:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
@@ -64,14 +62,3 @@ def test_missing_inputs_are_named_not_a_crash(tmp_path):
     for what in ("medium preset", "no sweep", "no one-factor multirun", "no prune run", "no bench run"):
         assert f"_Missing: {what}" in md or f"_Missing: no completed training run of the {what}" in md
     assert "python -m fmnist.prune" in md and (tmp_path / "report" / "report.html").exists()
-
-
-def test_bench_json_from_before_engines_still_reports(tmp_path):
-    arch = {"conv1_channels": 12, "conv1_kernel": 3, "conv2_channels": 16, "conv2_kernel": 5, "fc1_size": 100}
-    old = {"original": {"arch": arch, "seconds": 9.0}, "pruned": {"arch": {**arch, "fc1_size": 10}, "seconds": 3.0},
-           "speedup": 3.0, "flops_ratio": 1.3, "images": 600, "batch_size": 100, "threads": 1, "cpu": "x",
-           "device": "cpu", "torch": "2", "channels_last": True, "compile": False}  # fmt: skip
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "bench.json").write_text(json.dumps(old))
-    md = section_bench([tmp_path / "b" / "bench.json"])
-    assert "| 3.00x | not run | 1.30x | ~11x | 100, channels_last | 1 |" in md

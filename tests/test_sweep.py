@@ -1,6 +1,5 @@
 """Real `--multirun` sweeps as subprocesses: tiny data, one epoch, grid sampler over a 2x2 space."""
 
-import csv
 import json
 import signal
 import sqlite3
@@ -12,20 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
-
-TINY = ["trainer.max_epochs=1", "data.subset=3000", "data.val_size=500", "logger=none", "trainer.device=cpu"]
-
-
-def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
-    # the study's 9-key space is swapped for a 2x2 grid given on the command line, the way users narrow a search
-    return ["fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.params=null",
-            "hydra/sweeper/sampler=grid", *extra]  # fmt: skip
-
-
-def _csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from tests.helpers import REPO, TINY, read_rows, run_cli, sweep_cmd
 
 
 def _trials(sweep_dir):
@@ -42,7 +28,7 @@ def sweep(tmp_path_factory, data_root):
 
 
 def test_sweep_writes_ranked_table_and_best_json(sweep):
-    rows = _csv(sweep / "summary.csv")
+    rows = read_rows(sweep / "summary.csv")
     assert len(rows) == 3 and {r["trial"] for r in rows} == {"0", "1", "2"}
     completed = [r for r in rows if r["state"] == "COMPLETE"]
     pruned = [r for r in rows if r["state"] == "PRUNED"]
@@ -72,7 +58,7 @@ def test_rerun_resumes_and_adds_only_the_rest(sweep):
     run_cli(*sweep_cmd(sweep, "hydra.sweeper.n_trials=10", "optimizer.lr=50,0.01", "model.fc1_size=50,100"))
     assert [n for n, _ in _trials(sweep)] == [0, 1, 2, 3]  # the grid has 4 points: only the missing one ran
     assert {p: p.stat().st_mtime_ns for p in sweep.glob("[0-2]/summary.json")} == before  # earlier trials kept
-    rows = _csv(sweep / "summary.csv")
+    rows = read_rows(sweep / "summary.csv")
     assert sorted((r["lr"], r["fc1_size"]) for r in rows) == [
         ("0.01", "100"),
         ("0.01", "50"),
@@ -117,7 +103,7 @@ def test_killed_sweep_resumes_with_stale_trial_rerun(tmp_path, data_root):
     proc.wait()
     assert _trials(sweep_dir) == [(0, "RUNNING")]
     run_cli(*cmd)
-    rows = _csv(sweep_dir / "summary.csv")
+    rows = read_rows(sweep_dir / "summary.csv")
     assert sorted(r["state"] for r in rows) == ["COMPLETE", "COMPLETE", "FAIL"]
     assert [r["reason"] for r in rows if r["state"] == "FAIL"][0].startswith("stale: its worker")
     assert sorted(r["lr"] for r in rows if r["state"] == "COMPLETE") == ["0.001", "0.01"]  # both grid points ran
@@ -133,7 +119,7 @@ def test_two_workers_share_one_study(tmp_path, data_root):
     with sqlite3.connect(sweep_dir / "optuna.db") as db:
         workers = db.execute("select distinct value_json from trial_system_attributes where key='fmnist:worker'")
         assert len(workers.fetchall()) == 2, "both workers ran trials"
-    rows = _csv(sweep_dir / "summary.csv")
+    rows = read_rows(sweep_dir / "summary.csv")
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     assert len({(r["lr"], r["fc1_size"]) for r in rows}) == 4  # no grid point lost or run twice
 

@@ -1,0 +1,142 @@
+"""The run-folder contract: what every stage writes, how it is written, and how stages find each other.
+
+Each stage's folder holds a `summary.json` whose `kind` says what made it:
+
+    train  a training run (`python -m fmnist.train`, and every trial of a sweep): metrics.csv, checkpoints/
+    sweep  a sweep folder (`python -m fmnist.train --multirun`): summary.csv/md, best.json, optuna.db, trial folders
+    prune  a prune run (`python -m fmnist.prune`): trajectory.csv, pruned.pt
+    bench  an inference benchmark (`python -m fmnist.bench`)
+
+Files are written atomically (temp file in the same folder, then rename): a kill never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+from fmnist.errors import UserError
+
+SUMMARY = "summary.json"
+MAKER = {
+    "train": "python -m fmnist.train",
+    "sweep": "python -m fmnist.train --multirun",
+    "prune": "python -m fmnist.prune",
+    "bench": "python -m fmnist.bench",
+}
+KINDS = tuple(MAKER)
+
+
+@contextmanager
+def atomic(path: str | Path, mode: str = "w"):
+    """An open temp file in path's folder that replaces path when the block ends, and vanishes if it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    with atomic(path) as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    return write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def write_csv(rows: Iterable[dict], columns: Iterable[str], path: str | Path) -> Path:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(buf.getvalue(), path)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_summary(kind: str, summary: dict, folder: str | Path) -> Path:
+    """`folder/summary.json` with its kind first."""
+    assert kind in KINDS, kind
+    return write_json({"kind": kind, **summary}, Path(folder) / SUMMARY)
+
+
+def kind_of(folder: str | Path) -> str | None:
+    """The kind of the folder's summary.json, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((Path(folder) / SUMMARY).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def read_summary(folder: str | Path, kind: str) -> dict:
+    """The summary.json of a folder written by the stage `kind`; one clear UserError otherwise."""
+    folder = Path(folder)
+    if folder.name == SUMMARY:
+        folder = folder.parent
+    path = folder / SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{folder} has no {SUMMARY}: give a folder written by `{MAKER[kind]}`") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): rerun `{MAKER[kind]}` there or give another folder") from e
+    found = summary.get("kind") if isinstance(summary, dict) else None
+    if found != kind:
+        what = f"a {found} folder" if found in KINDS else "not written by this version of fmnist"
+        raise UserError(f"{folder} is {what}, not a {kind} folder: give a folder written by `{MAKER[kind]}`")
+    return summary
+
+
+def find(root: str | Path, kind: str) -> list[Path]:
+    """Folders below root (root included) whose summary.json is of `kind`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    folders = [p.parent for p in root.glob(f"**/{SUMMARY}") if kind_of(p.parent) == kind]
+    return sorted(folders, key=lambda p: ((p / SUMMARY).stat().st_mtime, str(p)))
+
+
+def newest(root: str | Path, kind: str) -> Path:
+    """The most recently written folder of `kind` below root; a UserError naming the command that makes one."""
+    found = find(root, kind)
+    if not found:
+        raise UserError(f"no {kind} folder under {root}: run `{MAKER[kind]}` first, or name one on the command line")
+    return found[-1]
+
+
+def sweep_of(run_dir: str | Path) -> Path | None:
+    """The sweep or multirun folder a run belongs to (Hydra writes multirun.yaml there; fmnist's sweep optuna.db)."""
+    parent = Path(run_dir).parent
+    return parent if (parent / "multirun.yaml").exists() or (parent / "optuna.db").exists() else None
+
+
+def start_wandb(cfg, out_dir: Path, **overrides):
+    """A W&B run writing under out_dir, or None with logger=none / mode=disabled; overrides go to wandb.init."""
+    if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
+        return None
+    import wandb  # only when used: it is slow to import
+    from omegaconf import OmegaConf
+
+    settings = dict(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
+        mode=cfg.logger.mode, dir=str(out_dir), name=out_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
+    )  # fmt: skip
+    return wandb.init(**{**settings, **overrides})
