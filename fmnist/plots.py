@@ -137,6 +137,35 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+def sweep_curves(rows: list[dict], out: Path, title: str) -> Path:
+    """Validation accuracy vs epoch of every trial of a sweep, coloured by how it ended: pruned trials are the curves
+    cut at a rung (successive halving's picture), completed ones run to max_epochs."""
+    plt = _pyplot()
+    colors = {"COMPLETE": "tab:green", "PRUNED": "tab:orange", "DIVERGED": "tab:red", "FAIL": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(9, 5))
+    labelled = set()
+    for row in sorted(rows, key=lambda r: r["state"] == "COMPLETE"):  # completed curves drawn last, on top
+        path = Path(row["run_dir"]) / "metrics.csv" if row["run_dir"] else None
+        if not path or not path.exists():
+            continue
+        metrics = run_files.read_csv(path)
+        state = row["state"]
+        label = None if state in labelled else f"{state.lower()} ({sum(r['state'] == state for r in rows)})"
+        labelled.add(state)
+        ax.plot([int(m["epoch"]) for m in metrics], [100 * float(m["val_accuracy"]) for m in metrics],
+                color=colors[state], alpha=0.8 if state == "COMPLETE" else 0.5, lw=1.2, marker=".", ms=3,
+                label=label)  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"sweep {title}: every trial, cut where it stopped")
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], 60))  # diverged trials sit at 10 %: keep the learning curves readable
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _pyplot():
     import matplotlib
 

@@ -20,7 +20,7 @@ from fmnist.plots import compare, find_runs, keys, sort_key, value_of
 from fmnist.study import PUBLISHED as STUDY
 from fmnist.study import grid_points, preset, pruned_arch
 from fmnist.sweep_summary import METRICS as SWEEP_METRICS
-from fmnist.sweep_summary import params
+from fmnist.sweep_summary import STATES, params
 
 
 def pct(x) -> str:
@@ -64,21 +64,26 @@ def section_basic(run_dir: Path | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def section_sweep(sweep: Path | None, top: int) -> str:
+def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
     out = ["## 2. Hyperparameter search\n"]
     if sweep is None:
         return "\n".join(out) + missing("no sweep with best.json", "python -m fmnist.train --multirun")
     rows = runs.read_csv(sweep / "summary.csv")
     done = [r for r in rows if r["state"] == "COMPLETE"][:top]
-    states = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    states = ", ".join(f"{sum(r['state'] == s for r in rows)} {s.lower()}" for s in STATES)
     epochs = sorted({r["max_epochs"] for r in rows})
+    spent = runs.read_summary(sweep, "sweep")
     out.append(
-        f"Sweep `{sweep}`: {len(rows)} trials of the study's {grid_points():,}-point grid "
-        f"({states['COMPLETE']} completed, "
-        f"{states['PRUNED']} diverged, {states['FAIL']} failed), {', '.join(epochs)} epochs each "
-        f"(the study: {STUDY['grid_epochs']}). Ranked by validation accuracy; metrics at each trial's best-validation "
-        "epoch. The study published only the test accuracy of its top three here.\n"
+        f"Sweep `{sweep}`: {len(rows)} trials of the study's {grid_points():,}-point grid ({states}), up to "
+        f"{', '.join(epochs)} epochs each (the study: {STUDY['grid_epochs']}), pruner {spent['pruner']}: "
+        f"{spent['epochs_trained']} epochs trained of {spent['epochs_without_pruning']} without pruning, trials' time "
+        f"{spent['trial_seconds'] / 3600:.2f} h of an estimated {spent['trial_seconds_without_pruning'] / 3600:.2f} h. "
+        "Ranked by validation accuracy; metrics at each trial's best-validation epoch. The study published only the "
+        "test accuracy of its top three here.\n"
     )
+    if Path(spent.get("curves", "")).exists():
+        images.append(Path(spent["curves"]))
+        out.append(f"![sweep curves]({spent['curves']})\n")
     head = ["| | " + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
             + " | " + " | ".join(f"study #{i + 1}" for i in range(3)) + " |"]  # fmt: skip
     head.append("|---" * (1 + len(done) + 3) + "|")
@@ -217,7 +222,7 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
         f"Built by `python -m fmnist.report` on {time.strftime('%Y-%m-%d %H:%M')} from the outputs named in each "
         "section. Study figures are the published reference values; every other number is read from run outputs.\n",
         section_basic(found["basic"]),
-        section_sweep(found["sweep"], top),
+        section_sweep(found["sweep"], top, images),
         section_compare(found["compare"], images),
         section_prune(found["prune"], images),
         section_bench(found["bench"]),

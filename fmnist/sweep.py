@@ -18,16 +18,20 @@ import logging
 import math
 import os
 import socket
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 from hydra.core.utils import JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from fmnist import runs
+from fmnist import optuna_glue, runs
+from fmnist.errors import UserError
 from fmnist.sweep_summary import summarize
 
 log = logging.getLogger(__name__)
@@ -56,16 +60,16 @@ def _alive(worker: str) -> bool:
 
 def fail_stale_trials(study: optuna.Study) -> list[int]:
     """FAIL the RUNNING trials whose worker on this host is gone; return their numbers."""
-    storage, stale = study._storage, []
+    storage, stale = optuna_glue.storage_of(study), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.system_attrs.get(WORKER)
         if worker is None or _alive(worker):
             continue
         if "grid_id" in t.system_attrs:  # else GridSampler counts the point as visited and never runs it
-            storage.set_trial_system_attr(t._trial_id, "grid_id", -1)
-        storage.set_trial_system_attr(t._trial_id, STALE, True)
-        storage.set_trial_user_attr(t._trial_id, "reason", f"stale: its worker {worker} died while it ran")
-        storage.set_trial_state(t._trial_id, TrialState.FAIL)
+            storage.set_trial_system_attr(optuna_glue.trial_id(t), "grid_id", -1)
+        storage.set_trial_system_attr(optuna_glue.trial_id(t), STALE, True)
+        storage.set_trial_user_attr(optuna_glue.trial_id(t), "reason", f"stale: its worker {worker} died while it ran")
+        storage.set_trial_state(optuna_glue.trial_id(t), TrialState.FAIL)
         stale.append(t.number)
     if stale:
         log.warning("trials %s were left running by a dead worker: failed as stale and not counted", stale)
@@ -107,27 +111,54 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=TrialState
             raise
 
 
+def pruning(pruner) -> bool:
+    return pruner is not None and not isinstance(pruner, optuna.pruners.NopPruner)
+
+
+def check_pruner(pruner_cfg, max_epochs: int) -> None:
+    """The pruner's resources are epochs: none may lie beyond trainer.max_epochs."""
+    for key in ("min_resource", "max_resource"):
+        value = (pruner_cfg or {}).get(key)
+        if isinstance(value, int) and value > max_epochs:
+            raise UserError(f"hydra.sweeper.pruner.{key}={value} is above trainer.max_epochs={max_epochs}: lower it "
+                            f"or raise trainer.max_epochs (a trial cannot train past its last epoch)")  # fmt: skip
+
+
 class ResumableSweeperImpl(OptunaSweeperImpl):
+    def __init__(self, pruner=None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pruner = pruner
+
     def sweep(self, arguments: list[str]) -> None:
+        try:
+            self._sweep(arguments)
+        except UserError as e:  # one line, as a single run reports it; nothing has been written
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        started = time.perf_counter()
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
             self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
-        self._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        distributions = {**(self.search_space_distributions or {}), **distributions}
-        for name in fixed:
-            distributions.pop(name, None)
+        if pruning(self.pruner):
+            check_pruner(self.config.hydra.sweeper.get("pruner"), self.config.trainer.max_epochs)
+            if not self.storage:
+                raise UserError("a pruner needs a storage its trials can reach: keep hydra.sweeper.storage set "
+                                "(the default sqlite file) or use hydra/sweeper/pruner=none")  # fmt: skip
+        distributions, fixed = optuna_glue.search_space(self, arguments)
         n_total = self.n_trials
         if getattr(self.sampler, "func", None) is optuna.samplers.GridSampler:
-            choices = {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+            choices = {name: optuna_glue.grid_choices(self, d) for name, d in distributions.items()}
             self.sampler = self.sampler(choices)
             n_total = min(n_total, math.prod(len(c) for c in choices.values()))
 
         with _storage_lock(self.storage):
             study = optuna.create_study(
                 study_name=self.study_name, storage=_storage(self.storage), sampler=self.sampler,
+                pruner=self.pruner, load_if_exists=True,
                 direction=self.direction if isinstance(self.direction, str) else self.direction.name,
-                load_if_exists=True,
             )  # fmt: skip
+        study.set_user_attr("fmnist:pruner", type(self.pruner).__name__ if pruning(self.pruner) else "none")
         fail_stale_trials(study)
         done = taken(study)
         if study.get_trials(deepcopy=False) and not isinstance(self.sampler, optuna.samplers.GridSampler):
@@ -135,17 +166,23 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             # worker would train the same configurations again
             self.sampler.reseed_rng()
         log.info(
-            "study %s: %d of %d trials already taken, sampler %s, storage %s",
-            study.study_name, done, n_total, type(self.sampler).__name__, self.storage,
+            "study %s: %d of %d trials already taken, sampler %s, pruner %s, storage %s",
+            study.study_name, done, n_total, type(self.sampler).__name__, type(self.pruner).__name__, self.storage,
         )  # fmt: skip
         me = worker_id()
-        while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
-            trials = [study.ask() for _ in range(batch)]
-            for trial in trials:
-                trial.set_system_attr(WORKER, me)
-            overrides = self._configure_trials(trials, distributions, fixed)
-            for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
-                self._record(study, trial, ret)
+        try:
+            while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
+                trials = [study.ask() for _ in range(batch)]
+                for trial in trials:
+                    trial.set_system_attr(WORKER, me)
+                overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed)
+                if pruning(self.pruner):  # the job finds its trial through this storage (hydra.job.num = its number)
+                    overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
+                for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
+                    self._record(study, trial, ret)
+        finally:  # this worker's share of the sweep's wall time, kept across resumes
+            key = f"fmnist:seconds:{me}"
+            study.set_user_attr(key, study.user_attrs.get(key, 0.0) + time.perf_counter() - started)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         trials = study.get_trials(deepcopy=False)
@@ -169,21 +206,56 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         return [r for t, o in zip(trials, overrides, strict=True) for r in self.launcher.launch([o], t.number)]
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, ret) -> None:
-        """Tell Optuna how the job ended: COMPLETE with its value, PRUNED if it diverged, FAIL with the error."""
+        """Tell Optuna how the job ended: COMPLETE with its value; PRUNED (its last reported value) when the pruner
+        stopped it or it diverged, with `outcome` saying which; FAIL with the error."""
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))
-        if ret.status == JobStatus.COMPLETED:
-            value = float(ret.return_value)
-            if math.isfinite(value):
-                _tell(study, trial, value)
+        summary = runs.read_summary(run_dir, "train") if runs.kind_of(run_dir) == "train" else None
+        if ret.status == JobStatus.COMPLETED and summary:
+            trial.set_user_attr("epochs", summary["epochs_run"])
+            if pruning(self.pruner):
+                # the job reported these through its own connection; this process's Optuna caches its RUNNING
+                # trials and would not see them: report them again here, so the PRUNED trial keeps its last value
+                # and the sampler sees every curve
+                for row in runs.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []:
+                    trial.report(float(row[self.config.optimized_metric]), int(row["epoch"]))
+            if summary["status"] == "completed":
+                _tell(study, trial, float(ret.return_value))
                 return
-            reason = runs.read_summary(run_dir, "train").get("reason") if runs.kind_of(run_dir) == "train" else None
-            trial.set_user_attr("reason", f"diverged: {reason}" if reason else "no finite objective")
+            trial.set_user_attr("outcome", summary["status"])  # pruned | diverged
+            trial.set_user_attr("reason", f"{summary['status']}: {summary['reason']}")
             _tell(study, trial, state=TrialState.PRUNED)
-            log.warning("trial %d pruned: %s", trial.number, trial.user_attrs["reason"])
-        else:
-            error = ret._return_value  # the job's exception (reading return_value would re-raise it)
-            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-            trial.set_user_attr("reason", reason)
-            _tell(study, trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, reason)
+            log.info("trial %d %s", trial.number, trial.user_attrs["reason"])
+            return
+        error = optuna_glue.job_exception(ret) if ret.status != JobStatus.COMPLETED else None
+        first = str(error).strip().splitlines()[0] if error and str(error).strip() else ""
+        reason = f"{type(error).__name__}: {first}" if error else "the job wrote no summary.json"
+        trial.set_user_attr("outcome", "failed")
+        trial.set_user_attr("reason", reason)
+        _tell(study, trial, state=TrialState.FAIL)
+        log.warning("trial %d failed: %s", trial.number, reason)
+
+
+def pruning_callback(hc, metric: str):
+    """In a trial's job: a `should_stop(epoch, row)` that reports `metric` to the job's own Optuna trial and returns
+    the pruner's reason to stop, or None when the sweep has no pruner. The job learns everything from the sweeper's
+    config that Hydra hands it: the pruner, storage and study name, and its trial number (= hydra.job.num)."""
+    pruner_cfg = hc.sweeper.get("pruner")
+    if not pruner_cfg or pruner_cfg.get("_target_") == "optuna.pruners.NopPruner":
+        return None
+    pruner, storage, name = instantiate(pruner_cfg), hc.sweeper.storage, hc.sweeper.study_name
+    try:  # the job never samples: a RandomSampler spares building TPE's model for nothing
+        study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner,
+                                  sampler=optuna.samplers.RandomSampler())  # fmt: skip
+        trial = optuna_glue.trial_of(study, hc.job.num)
+    except Exception as e:  # noqa: BLE001 - whatever the storage says, the trial fails with it and the sweep goes on
+        raise UserError(f"trial {hc.job.num} cannot reach its study {name!r} in {storage}: "
+                        f"{type(e).__name__}: {e}") from e  # fmt: skip
+
+    def should_stop(epoch: int, row: dict) -> str | None:
+        trial.report(row[metric], epoch)
+        if trial.should_prune():
+            return f"{type(pruner).__name__} stopped it after epoch {epoch} ({metric} {row[metric]:.4f})"
+        return None
+
+    return should_stop

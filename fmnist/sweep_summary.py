@@ -25,37 +25,70 @@ def params() -> dict[str, str]:
 
 
 def columns() -> tuple[str, ...]:
-    return ("rank", "trial", "state", *params(), *METRICS, "reason", "run_dir")
+    return ("rank", "trial", "state", *params(), "epochs", *METRICS, "seconds", "reason", "run_dir")
+
+
+STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRUNED split by who stopped the trial
 
 
 def _row(trial) -> dict:
     run_dir = trial.user_attrs.get("run_dir")
-    summary = {}
-    if run_dir and runs.kind_of(run_dir) == "train":
-        summary = runs.read_summary(run_dir, "train")
-    row = {"trial": trial.number, "state": trial.state.name, "reason": trial.user_attrs.get("reason", "")}
-    row["run_dir"] = run_dir or ""
+    summary = runs.read_summary(run_dir, "train") if run_dir and runs.kind_of(run_dir) == "train" else {}
+    state = "DIVERGED" if trial.user_attrs.get("outcome") == "diverged" else trial.state.name
+    row = {
+        "trial": trial.number,
+        "state": state,
+        "reason": trial.user_attrs.get("reason", ""),
+        "run_dir": run_dir or "",
+    }
     config = OmegaConf.create(summary.get("config", {}))
     given = {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}  # sampled + fixed overrides
     for name, key in params().items():
         row[name] = OmegaConf.select(config, key, default=given.get(key, ""))
-    best = summary.get("best") if trial.state.name == "COMPLETE" else None
-    if best:
+    metrics = (
+        runs.read_csv(Path(run_dir) / "metrics.csv") if run_dir and (Path(run_dir) / "metrics.csv").exists() else []
+    )
+    row["epochs"] = len(metrics)  # epochs trained, whoever stopped the trial
+    row["seconds"] = round(sum(float(m["epoch_seconds"]) for m in metrics), 1)
+    row["_epoch_seconds"] = row["seconds"] / len(metrics) if metrics else 0.0
+    best = summary.get("best") if state in ("COMPLETE", "PRUNED") else None
+    if best:  # a pruned trial's metrics are those of its best epoch before the cut
         row.update(best_epoch=best["epoch"], **{k: best[k] for k in METRICS if k != "best_epoch"})
     return row
 
 
 def rows_of(study) -> list[dict]:
-    """One row per finished trial: completed ones ranked by validation accuracy, then pruned, then failed."""
+    """One row per finished trial: completed ones ranked by validation accuracy, then pruned, diverged, failed."""
     rows = [_row(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
-    rows.sort(key=lambda r: (order[r["state"]], -(r.get("val_accuracy") or 0), r["trial"]))
+    rows.sort(key=lambda r: (STATES.index(r["state"]), -(r.get("val_accuracy") or 0), r["trial"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank if row["state"] == "COMPLETE" else ""
     return rows
 
 
-def _markdown(rows: list[dict], study_name: str) -> str:
+def budget(rows: list[dict], study) -> dict:
+    """What pruning saved: epochs (and seconds) trained against what the same trials would have trained without a
+    pruner: every pruned trial to its max_epochs at its own measured seconds per epoch. Diverged and failed trials
+    stop the same way with or without a pruner."""
+    full = [r["max_epochs"] if r["state"] == "PRUNED" else r["epochs"] for r in rows]
+    trained = sum(r["epochs"] for r in rows)
+    seconds = sum(r["seconds"] for r in rows)
+    full_seconds = sum(
+        r["_epoch_seconds"] * f if r["state"] == "PRUNED" else r["seconds"] for r, f in zip(rows, full, strict=True)
+    )
+    return {
+        "epochs_trained": trained,
+        "epochs_without_pruning": sum(full),
+        "epochs_fraction": trained / sum(full) if sum(full) else None,
+        # every trial to max_epochs (the 40 x 40 budget); a stale trial, killed before it wrote anything, has no config
+        "epochs_of_full_grid": sum(r["max_epochs"] for r in rows if isinstance(r["max_epochs"], int)),
+        "trial_seconds": round(seconds, 1),
+        "trial_seconds_without_pruning": round(full_seconds, 1),
+        "sweep_wall_seconds": round(sum(v for k, v in study.user_attrs.items() if k.startswith("fmnist:seconds:")), 1),
+    }
+
+
+def _markdown(rows: list[dict], study_name: str, spent: dict) -> str:
     def fmt(row, col):
         value = row.get(col, "")
         if col in ("val_accuracy", "test_accuracy", "train_accuracy") and value != "":
@@ -65,12 +98,17 @@ def _markdown(rows: list[dict], study_name: str) -> str:
         return str(value)
 
     cols = [c for c in columns() if c != "run_dir"]
+    counts = ", ".join(f"{sum(r['state'] == s for r in rows)} {s.lower()}" for s in STATES)
     lines = [
         f"# Sweep {study_name}",
         "",
-        f"{sum(r['state'] == 'COMPLETE' for r in rows)} completed, {sum(r['state'] == 'PRUNED' for r in rows)} "
-        f"pruned (diverged), {sum(r['state'] == 'FAIL' for r in rows)} failed. Ranked by validation accuracy; "
-        "accuracies in %, metrics at each trial's best-validation epoch.",
+        f"{counts}. Ranked by validation accuracy; accuracies in %, metrics at each trial's best-validation epoch "
+        "(for a pruned trial: before it was stopped).",
+        "",
+        f"Epochs trained: {spent['epochs_trained']} of {spent['epochs_without_pruning']} without pruning "
+        f"({100 * (spent['epochs_fraction'] or 0):.1f} %); trials' time {spent['trial_seconds'] / 3600:.2f} h of an "
+        f"estimated {spent['trial_seconds_without_pruning'] / 3600:.2f} h; sweep wall time "
+        f"{spent['sweep_wall_seconds'] / 3600:.2f} h.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -80,30 +118,40 @@ def _markdown(rows: list[dict], study_name: str) -> str:
 
 
 def summarize(sweep_dir: str | Path, study) -> dict:
-    """Write summary.csv, summary.md and best.json into sweep_dir; return their paths and the best row."""
+    """Write summary.csv, summary.md, best.json, summary.json and the curves plot into sweep_dir."""
+    from fmnist.plots import sweep_curves
+
     sweep_dir = Path(sweep_dir)
     rows = rows_of(study)
+    spent = budget(rows, study)
     runs.write_csv(rows, columns(), sweep_dir / "summary.csv")
-    runs.write_text(_markdown(rows, study.study_name), sweep_dir / "summary.md")
+    runs.write_text(_markdown(rows, study.study_name, spent), sweep_dir / "summary.md")
     best = next((r for r in rows if r["state"] == "COMPLETE"), None)
     out = {"summary_csv": str(sweep_dir / "summary.csv"), "best": best, "best_json": None}
     if best:
-        ckpt = Path(best["run_dir"]) / "checkpoints" / "best.pt"
         best_json = {
             "study_name": study.study_name,
             "trial": best["trial"],
             "params": {k: best[k] for k in params()},
             "metrics": {k: best[k] for k in METRICS},
             "run_dir": best["run_dir"],
-            "checkpoint": str(ckpt.resolve()),
+            "checkpoint": str((Path(best["run_dir"]) / "checkpoints" / "best.pt").resolve()),
             "n_completed": sum(r["state"] == "COMPLETE" for r in rows),
             "n_trials": len(rows),
         }
         runs.write_json(best_json, sweep_dir / "best.json")
         out["best_json"] = str(sweep_dir / "best.json")
-    counts = {state: sum(r["state"] == state for r in rows) for state in ("COMPLETE", "PRUNED", "FAIL")}
-    runs.write_summary("sweep", {"study_name": study.study_name, "trials": counts, "best": best,
-                                 "best_json": out["best_json"]}, sweep_dir)  # fmt: skip
+    curves = sweep_curves(rows, sweep_dir / "plots" / "sweep_curves.png", study.study_name)
+    runs.write_summary("sweep", {
+        "study_name": study.study_name,
+        "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
+        "pruner": study.user_attrs.get("fmnist:pruner", "none"),
+        **spent,
+        "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
+        "best": {k: v for k, v in best.items() if not k.startswith("_")} if best else None,
+        "best_json": out["best_json"],
+        "curves": str(curves),
+    }, sweep_dir)  # fmt: skip
     return out
 
 

@@ -105,7 +105,8 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                      row["epoch_seconds"])  # fmt: skip
             if run:
                 run.log(row)
-            if should_stop and (reason := should_stop(epoch, row)):
+            # after the last epoch there is nothing left to save: the trial completes with its value
+            if should_stop and epoch < cfg.trainer.max_epochs and (reason := should_stop(epoch, row)):
                 status = "pruned"
                 log.info("pruned after epoch %d: %s", epoch, reason)
                 break
@@ -163,10 +164,16 @@ def metric_value(summary: dict, name: str) -> float:
 def main(cfg: DictConfig) -> float:
     config.check(cfg)  # a bad value fails before anything is built or read
     hc = HydraConfig.get()
-    if hc.mode == RunMode.MULTIRUN and "group" in cfg.logger and cfg.logger.group is None:
-        with open_dict(cfg):  # W&B groups the trials of one sweep
-            cfg.logger.group = hc.sweeper.get("study_name") or Path(hc.sweep.dir).name
-    return metric_value(train(cfg), cfg.optimized_metric)
+    should_stop = None
+    if hc.mode == RunMode.MULTIRUN:
+        if "group" in cfg.logger and cfg.logger.group is None:
+            with open_dict(cfg):  # W&B groups the trials of one sweep
+                cfg.logger.group = hc.sweeper.get("study_name") or Path(hc.sweep.dir).name
+        if hc.sweeper.get("pruner"):  # a trial of a pruning sweep: report every epoch to its Optuna trial
+            from fmnist.sweep import pruning_callback  # optuna is slow to import: never in a single run
+
+            should_stop = pruning_callback(hc, cfg.optimized_metric)
+    return metric_value(train(cfg, should_stop), cfg.optimized_metric)
 
 
 if __name__ == "__main__":

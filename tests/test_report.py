@@ -51,7 +51,7 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     assert f"| {bench['speedup']:.2f}x | {eager:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert len(images) == 3  # one comparison plot and the two pruning plots
+    assert len(images) == 4  # the sweep's curves, one comparison plot and the two pruning plots
     assert html.count("data:image/png;base64,iVBORw0KGgo") == len(images)  # embedded PNGs, not links
     assert "<table>" in html
 

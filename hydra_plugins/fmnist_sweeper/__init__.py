@@ -1,12 +1,33 @@
-"""Hydra finds sweepers only under the hydra_plugins namespace; the loop itself lives in fmnist/sweep.py."""
+"""Hydra finds sweepers only under the hydra_plugins namespace; the loop itself lives in fmnist/sweep.py.
 
+Registers `hydra/sweeper: fmnist_optuna`: the stock Optuna sweeper's config plus `pruner`, a config group of its own
+(`hydra/sweeper/pruner=none|median|asha|hyperband`, YAML in conf/hydra/sweeper/pruner/)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import MISSING
+
+
+@dataclass
+class FmnistOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = "hydra_plugins.fmnist_sweeper.FmnistOptunaSweeper"
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    # an Optuna pruner (built by Hydra from its _target_); each trial reports its objective after every epoch
+    pruner: Any = MISSING  # MISSING, not None: the group's choice is merged before this node and must survive it
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_optuna", node=FmnistOptunaSweeperConf,
+                             provider="fmnist")  # fmt: skip
 
 
 class FmnistOptunaSweeper(OptunaSweeper):
-    """The stock Optuna sweeper (config, search space, samplers) with fmnist's resumable sweep loop."""
+    """The stock Optuna sweeper (config, search space, samplers) with fmnist's resumable, pruning sweep loop."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, pruner: Any = None, **kwargs) -> None:
         from fmnist.sweep import ResumableSweeperImpl  # optuna is slow to import: only when sweeping
 
-        self.sweeper = ResumableSweeperImpl(**kwargs)
+        self.sweeper = ResumableSweeperImpl(pruner=pruner, **kwargs)
