@@ -34,7 +34,7 @@ def find_runs(root: Path) -> list[dict]:
         rows = []
         if (run_dir / "metrics.csv").exists():
             rows = [{k: float(v) for k, v in r.items()} for r in run_files.read_csv(run_dir / "metrics.csv")]
-        summary = run_files.read_summary(run_dir, "train") if run_files.kind_of(run_dir) == "train" else {}
+        summary = run_files.summary_of(run_dir, "train") or {}
         hydra_file = cfg_file.parent / "hydra.yaml"
         choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
         found.append({"dir": run_dir, "cfg": OmegaConf.load(cfg_file), "rows": rows,

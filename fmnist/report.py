@@ -30,8 +30,8 @@ def pct(x) -> str:
 def discover(root: Path) -> dict:
     """Outputs under root, found by the kind their summary.json states."""
     medium = preset("medium")
-    basic = [d for d in runs.find(root, "train") if not runs.read_summary(d, "train")["multirun"]
-             and runs.read_summary(d, "train")["arch"] == medium and runs.read_summary(d, "train")["best"]]  # fmt: skip
+    trained = [(d, runs.read_summary(d, "train")) for d in runs.find(root, "train")]
+    basic = [d for d, s in trained if not s["multirun"] and s["arch"] == medium and s["best"]]
     sweeps = runs.find(root, "sweep")
     multiruns = sorted(p.parent for p in root.glob("**/multirun.yaml"))
     return {

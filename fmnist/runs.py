@@ -78,12 +78,13 @@ def write_summary(kind: str, summary: dict, folder: str | Path) -> Path:
     return write_json({"kind": kind, **summary}, Path(folder) / SUMMARY)
 
 
-def kind_of(folder: str | Path) -> str | None:
-    """The kind of the folder's summary.json, or None when it has none (or an unreadable one)."""
+def summary_of(folder: str | Path, kind: str) -> dict | None:
+    """The folder's summary.json if it is one of `kind`; None when it has none, another kind or an unreadable one."""
     try:
-        return json.loads((Path(folder) / SUMMARY).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
+        summary = json.loads((Path(folder) / SUMMARY).read_text())
+    except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) and summary.get("kind") == kind else None
 
 
 def read_summary(folder: str | Path, kind: str) -> dict:
@@ -110,7 +111,7 @@ def find(root: str | Path, kind: str) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    folders = [p.parent for p in root.glob(f"**/{SUMMARY}") if kind_of(p.parent) == kind]
+    folders = [p.parent for p in root.glob(f"**/{SUMMARY}") if summary_of(p.parent, kind) is not None]
     return sorted(folders, key=lambda p: ((p / SUMMARY).stat().st_mtime, str(p)))
 
 
@@ -120,12 +121,6 @@ def newest(root: str | Path, kind: str) -> Path:
     if not found:
         raise UserError(f"no {kind} folder under {root}: run `{MAKER[kind]}` first, or name one on the command line")
     return found[-1]
-
-
-def sweep_of(run_dir: str | Path) -> Path | None:
-    """The sweep or multirun folder a run belongs to (Hydra writes multirun.yaml there; fmnist's sweep optuna.db)."""
-    parent = Path(run_dir).parent
-    return parent if (parent / "multirun.yaml").exists() or (parent / "optuna.db").exists() else None
 
 
 def start_wandb(cfg, out_dir: Path, **overrides):

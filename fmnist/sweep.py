@@ -210,7 +210,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         stopped it or it diverged, with `outcome` saying which; FAIL with the error."""
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))
-        summary = runs.read_summary(run_dir, "train") if runs.kind_of(run_dir) == "train" else None
+        summary = runs.summary_of(run_dir, "train")
         if ret.status == JobStatus.COMPLETED and summary:
             trial.set_user_attr("epochs", summary["epochs_run"])
             if pruning(self.pruner):

@@ -33,7 +33,7 @@ STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRU
 
 def _row(trial) -> dict:
     run_dir = trial.user_attrs.get("run_dir")
-    summary = runs.read_summary(run_dir, "train") if run_dir and runs.kind_of(run_dir) == "train" else {}
+    summary = (runs.summary_of(run_dir, "train") if run_dir else None) or {}
     state = "DIVERGED" if trial.user_attrs.get("outcome") == "diverged" else trial.state.name
     row = {
         "trial": trial.number,
@@ -50,7 +50,6 @@ def _row(trial) -> dict:
     )
     row["epochs"] = len(metrics)  # epochs trained, whoever stopped the trial
     row["seconds"] = round(sum(float(m["epoch_seconds"]) for m in metrics), 1)
-    row["_epoch_seconds"] = row["seconds"] / len(metrics) if metrics else 0.0
     best = summary.get("best") if state in ("COMPLETE", "PRUNED") else None
     if best:  # a pruned trial's metrics are those of its best epoch before the cut
         row.update(best_epoch=best["epoch"], **{k: best[k] for k in METRICS if k != "best_epoch"})
@@ -73,9 +72,9 @@ def budget(rows: list[dict], study) -> dict:
     full = [r["max_epochs"] if r["state"] == "PRUNED" else r["epochs"] for r in rows]
     trained = sum(r["epochs"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
-    full_seconds = sum(
-        r["_epoch_seconds"] * f if r["state"] == "PRUNED" else r["seconds"] for r, f in zip(rows, full, strict=True)
-    )
+    # a pruned trial trained at least one epoch (it was asked after one): its own seconds per epoch scale it up
+    full_seconds = sum(r["seconds"] * f / max(r["epochs"], 1) if r["state"] == "PRUNED" else r["seconds"]
+                       for r, f in zip(rows, full, strict=True))  # fmt: skip
     return {
         "epochs_trained": trained,
         "epochs_without_pruning": sum(full),
@@ -148,7 +147,7 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "pruner": study.user_attrs.get("fmnist:pruner", "none"),
         **spent,
         "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
-        "best": {k: v for k, v in best.items() if not k.startswith("_")} if best else None,
+        "best": best,
         "best_json": out["best_json"],
         "curves": str(curves),
     }, sweep_dir)  # fmt: skip

@@ -162,7 +162,6 @@ def metric_value(summary: dict, name: str) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @one_line_errors
 def main(cfg: DictConfig) -> float:
-    config.check(cfg)  # a bad value fails before anything is built or read
     hc = HydraConfig.get()
     should_stop = None
     if hc.mode == RunMode.MULTIRUN:
