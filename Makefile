@@ -45,7 +45,10 @@ CMP = $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(call
 	data.subset=$(call repro,compare_subset)
 
 reproduce: setup
-	$(PY) -m fmnist.train --multirun experiment=reproduce
+	@# reproduce.workers sweep workers side by side on one storage; each asks Optuna for the next trial
+	pids=; for i in $$(seq $(call repro,workers)); do \
+		$(PY) -m fmnist.train --multirun experiment=reproduce & pids="$$pids $$!"; \
+	done; for p in $$pids; do wait $$p || exit 1; done
 	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
 	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
 	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size

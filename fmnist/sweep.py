@@ -37,6 +37,7 @@ from fmnist.sweep_summary import summarize
 log = logging.getLogger(__name__)
 
 WORKER, STALE = "fmnist:worker", "fmnist:stale"  # trial system attrs
+SPANS = "fmnist:spans:"  # study user attr per worker: [[start, end], ...] in epoch seconds
 
 
 def _proc_start(pid: int) -> str | None:
@@ -137,7 +138,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             sys.exit(1)
 
     def _sweep(self, arguments: list[str]) -> None:
-        started = time.perf_counter()
+        started = time.time()  # wall clock: spans of several workers (processes, machines) are merged by time
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
             self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
         if pruning(self.pruner):
@@ -152,18 +153,23 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             self.sampler = self.sampler(choices)
             n_total = min(n_total, math.prod(len(c) for c in choices.values()))
 
-        with _storage_lock(self.storage):
+        with _storage_lock(self.storage):  # makes the sqlite file's folder too
+            storage = _storage(self.storage)
+            existed = storage is not None and any(
+                s.study_name == self.study_name for s in optuna.study.get_all_study_summaries(storage)
+            )
             study = optuna.create_study(
-                study_name=self.study_name, storage=_storage(self.storage), sampler=self.sampler,
+                study_name=self.study_name, storage=storage, sampler=self.sampler,
                 pruner=self.pruner, load_if_exists=True,
                 direction=self.direction if isinstance(self.direction, str) else self.direction.name,
             )  # fmt: skip
         study.set_user_attr("fmnist:pruner", type(self.pruner).__name__ if pruning(self.pruner) else "none")
         fail_stale_trials(study)
         done = taken(study)
-        if study.get_trials(deepcopy=False) and not isinstance(self.sampler, optuna.samplers.GridSampler):
+        if existed and not isinstance(self.sampler, optuna.samplers.GridSampler):
             # a seeded sampler would replay the proposals of the study's first trials: a resumed run or a second
-            # worker would train the same configurations again
+            # worker (even one started in the same second: the storage lock says who created the study) would train
+            # the same configurations again
             self.sampler.reseed_rng()
         log.info(
             "study %s: %d of %d trials already taken, sampler %s, pruner %s, storage %s",
@@ -180,9 +186,9 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
                 for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
                     self._record(study, trial, ret)
-        finally:  # this worker's share of the sweep's wall time, kept across resumes
-            key = f"fmnist:seconds:{me}"
-            study.set_user_attr(key, study.user_attrs.get(key, 0.0) + time.perf_counter() - started)
+        finally:  # when this worker ran, kept across resumes: the sweep's wall time is the union of all workers' spans
+            key = f"{SPANS}{me}"
+            study.set_user_attr(key, [*study.user_attrs.get(key, []), [started, time.time()]])
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         trials = study.get_trials(deepcopy=False)

@@ -65,6 +65,17 @@ def rows_of(study) -> list[dict]:
     return rows
 
 
+def wall_seconds(study) -> float:
+    """Seconds during which at least one worker ran: the union of every worker's [start, end] spans."""
+    spans = sorted(tuple(s) for k, v in study.user_attrs.items() if k.startswith("fmnist:spans:") for s in v)
+    total, reached = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
+
+
 def budget(rows: list[dict], study) -> dict:
     """What pruning saved: epochs (and seconds) trained against what the same trials would have trained without a
     pruner: every pruned trial to its max_epochs at its own measured seconds per epoch. Diverged and failed trials
@@ -75,6 +86,7 @@ def budget(rows: list[dict], study) -> dict:
     # a pruned trial trained at least one epoch (it was asked after one): its own seconds per epoch scale it up
     full_seconds = sum(r["seconds"] * f / max(r["epochs"], 1) if r["state"] == "PRUNED" else r["seconds"]
                        for r, f in zip(rows, full, strict=True))  # fmt: skip
+    workers = sum(k.startswith("fmnist:spans:") for k in study.user_attrs)
     return {
         "epochs_trained": trained,
         "epochs_without_pruning": sum(full),
@@ -83,7 +95,10 @@ def budget(rows: list[dict], study) -> dict:
         "epochs_of_full_grid": sum(r["max_epochs"] for r in rows if isinstance(r["max_epochs"], int)),
         "trial_seconds": round(seconds, 1),
         "trial_seconds_without_pruning": round(full_seconds, 1),
-        "sweep_wall_seconds": round(sum(v for k, v in study.user_attrs.items() if k.startswith("fmnist:seconds:")), 1),
+        "sweep_wall_seconds": round(wall_seconds(study), 1),
+        "workers": workers,
+        # the same trials, unpruned, spread over the same number of workers running side by side
+        "sweep_wall_seconds_without_pruning": round(full_seconds / max(workers, 1), 1),
     }
 
 
@@ -107,7 +122,8 @@ def _markdown(rows: list[dict], study_name: str, spent: dict) -> str:
         f"Epochs trained: {spent['epochs_trained']} of {spent['epochs_without_pruning']} without pruning "
         f"({100 * (spent['epochs_fraction'] or 0):.1f} %); trials' time {spent['trial_seconds'] / 3600:.2f} h of an "
         f"estimated {spent['trial_seconds_without_pruning'] / 3600:.2f} h; sweep wall time "
-        f"{spent['sweep_wall_seconds'] / 3600:.2f} h.",
+        f"{spent['sweep_wall_seconds'] / 3600:.2f} h with {spent['workers']} worker(s) (estimated without pruning: "
+        f"{spent['sweep_wall_seconds_without_pruning'] / 3600:.2f} h).",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
