@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from fmnist.sweep_summary import wall_seconds
 from tests.helpers import REPO, TINY, read_rows, run_cli, sweep_cmd
 
 
@@ -120,9 +122,21 @@ def test_two_workers_share_one_study(tmp_path, data_root):
     with sqlite3.connect(sweep_dir / "optuna.db") as db:
         workers = db.execute("select distinct value_json from trial_system_attributes where key='fmnist:worker'")
         assert len(workers.fetchall()) == 2, "both workers ran trials"
+        spans = [json.loads(v) for (v,) in db.execute(
+            "select value_json from study_user_attributes where key like 'fmnist:spans:%'")]  # fmt: skip
     rows = read_rows(sweep_dir / "summary.csv")
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     assert len({(r["lr"], r["fc1_size"]) for r in rows}) == 4  # no grid point lost or run twice
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["workers"] == 2
+    # side by side: the sweep's wall time is less than the two workers' times added
+    assert 0 < summary["sweep_wall_seconds"] < sum(end - start for s in spans for start, end in s)
+
+
+def test_wall_time_is_the_union_of_worker_spans():
+    study = SimpleNamespace(user_attrs={"fmnist:spans:a": [[0, 10], [20, 25]], "fmnist:spans:b": [[5, 12]],
+                                        "fmnist:pruner": "none"})  # fmt: skip
+    assert wall_seconds(study) == 17
 
 
 def test_default_sweep_folder_and_storage(tmp_path, data_root):
@@ -173,6 +187,26 @@ def test_pruner_stops_a_clearly_worse_trial(pruned_sweep):
     )
     assert (pruned_sweep / "plots" / "sweep_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((pruned_sweep / "best.json").read_text())["trial"] == 0
+
+
+def test_replay_refuses_a_pruned_sweep(pruned_sweep):
+    proc = run_cli("fmnist.pruner_replay", str(pruned_sweep), check=False)
+    assert proc.returncode == 1 and "hydra/sweeper/pruner=none" in proc.stderr.strip().splitlines()[-1]
+    assert not (pruned_sweep / "pruner_replay.md").exists()
+
+
+def test_replay_of_an_unpruned_sweep(tmp_path, data_root):
+    """Two real trials, unpruned (lr 0.01 and a clearly slower 1e-4), replayed through every pruner."""
+    sweep_dir = tmp_path / "s"
+    run_cli(*sweep_cmd(sweep_dir, "hydra/sweeper/pruner=none", "trainer.max_epochs=2", "hydra.sweeper.n_trials=2",
+                       "optimizer.lr=0.01,0.0001", "trainer.chance_patience=null"))  # fmt: skip
+    proc = run_cli("fmnist.pruner_replay", str(sweep_dir), "--orders", "8")
+    results = {r["pruner"]: r for r in json.loads((sweep_dir / "pruner_replay.json").read_text())["results"]}
+    assert set(results) == {"asha", "hyperband", "median", "none"}
+    assert results["none"]["epochs_share_mean"] == 1.0 and results["none"]["kept_best_share"] == 1.0
+    # whenever the worse trial comes second, ASHA stops it after epoch 1; the good one is always kept
+    assert results["asha"]["epochs_share_mean"] < 1.0 and results["asha"]["kept_best_share"] == 1.0
+    assert "| asha |" in proc.stdout and (sweep_dir / "pruner_replay.md").exists()
 
 
 def test_resumed_pruning_sweep_keeps_its_decisions(pruned_sweep):

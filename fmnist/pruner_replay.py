@@ -1,0 +1,170 @@
+"""Which pruner, measured: `python -m fmnist.pruner_replay SWEEP_DIR` replays an unpruned sweep through each pruner.
+
+A sweep run with `hydra/sweeper/pruner=none` holds every trial's whole validation curve. Fed epoch by epoch into a
+fresh in-memory Optuna study with a pruner, in the order one worker would have run them, the curves give exactly the
+decisions that pruner would have taken on those trials (a trial's curve does not depend on the pruner) — without
+training anything again. Each order (the sweep's own, then random ones) yields: epochs trained, and whether the trial
+it would have picked is the one the unpruned sweep picked, with that trial's test accuracy. Writes
+pruner_replay.md and pruner_replay.json into SWEEP_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fmnist import runs
+from fmnist.errors import UserError
+
+PRUNER_DIR = Path(__file__).resolve().parent.parent / "conf" / "hydra" / "sweeper" / "pruner"
+PRUNERS = ("asha", "hyperband", "median", "none")
+
+
+def build_pruner(name: str, max_epochs: int):
+    """The pruner of `hydra/sweeper/pruner=NAME`, from the same YAML a sweep uses (max_resource = max_epochs)."""
+    path = PRUNER_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(
+            f"unknown pruner {name!r}: use one of {', '.join(p.stem for p in sorted(PRUNER_DIR.glob('*.yaml')))}"
+        )
+    return instantiate(OmegaConf.create({"trainer": {"max_epochs": max_epochs}, "pruner": OmegaConf.load(path)}).pruner)
+
+
+def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
+    """Every finished trial of an unpruned sweep: its curve of `metric` and test accuracy per epoch, its max_epochs,
+    and whether it stopped on its own (diverged). Failed trials trained nothing and are left out."""
+    from fmnist.sweep_summary import load_study, rows_of
+
+    study = load_study(sweep_dir)
+    pruner = study.user_attrs.get("fmnist:pruner", "none")
+    if pruner != "none":
+        raise UserError(f"{sweep_dir} was swept with pruner {pruner}: its pruned curves are cut. Replay needs a sweep "
+                        "run with hydra/sweeper/pruner=none")  # fmt: skip
+    curves = []
+    for row in sorted(rows_of(study), key=lambda r: r["trial"]):
+        if row["state"] not in ("COMPLETE", "DIVERGED") or not row["epochs"]:
+            continue
+        metrics = runs.read_csv(Path(row["run_dir"]) / "metrics.csv")
+        curves.append({
+            "trial": row["trial"],
+            "values": [float(m[metric]) for m in metrics],
+            "test": [float(m["test_accuracy"]) for m in metrics],
+            "max_epochs": int(row["max_epochs"]),
+            "diverged": row["state"] == "DIVERGED",
+        })  # fmt: skip
+    if len(curves) < 2:
+        raise UserError(f"{sweep_dir} has {len(curves)} trial(s) with a curve: a replay needs several")
+    return curves
+
+
+def replay(curves: list[dict], pruner) -> dict:
+    """Run `curves` in their order through `pruner`, as fmnist's sweep does: a trial reports after every epoch and
+    is asked before all but its last; a diverged one stops at its curve's end and is told PRUNED, as the sweeper does.
+    Returns epochs trained per trial and the trial picked (best value among the completed ones)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+    epochs, picked, best = {}, None, float("-inf")
+    for curve in curves:
+        trial, stopped = study.ask(), curve["diverged"]
+        for epoch, value in enumerate(curve["values"], 1):
+            trial.report(value, epoch)
+            epochs[curve["trial"]] = epoch
+            if epoch < curve["max_epochs"] and trial.should_prune():
+                stopped = True
+                break
+        if stopped:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        value = max(curve["values"])
+        study.tell(trial, value)
+        if value > best:
+            picked, best = curve, value
+    return {"epochs": epochs, "picked": picked["trial"] if picked else None}
+
+
+def test_at_best(curve: dict) -> float:
+    """Test accuracy at the trial's best-validation epoch (the first one, as the training loop keeps it)."""
+    values = curve["values"]
+    return curve["test"][values.index(max(values))]
+
+
+def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0) -> list[dict]:
+    """Each pruner over the sweep's own order and `orders` random ones: epochs share, picks, their test accuracy."""
+    by_trial = {c["trial"]: c for c in curves}
+    full = sum(len(c["values"]) for c in curves)  # the unpruned sweep's epochs (diverged trials stopped there too)
+    unpruned = max((c for c in curves if not c["diverged"]), key=lambda c: max(c["values"]))["trial"]
+    rng = random.Random(seed)
+    sequences = [curves] + [rng.sample(curves, len(curves)) for _ in range(orders)]
+    results = []
+    for name in pruners:
+        outs = [replay(seq, build_pruner(name, max(c["max_epochs"] for c in curves))) for seq in sequences]
+        shares = [sum(o["epochs"].values()) / full for o in outs]
+        tests = [test_at_best(by_trial[o["picked"]]) if o["picked"] is not None else None for o in outs]
+        results.append({
+            "pruner": name,
+            "orders": len(outs),
+            "epochs_share_own_order": shares[0],
+            "epochs_share_mean": statistics.mean(shares),
+            "epochs_share_max": max(shares),
+            "kept_best_share": sum(o["picked"] == unpruned for o in outs) / len(outs),
+            "picked_own_order": outs[0]["picked"],
+            "picked_test_own_order": tests[0],
+            "picked_test_mean": statistics.mean(t for t in tests if t is not None),
+            "picked_test_min": min(t for t in tests if t is not None),
+        })  # fmt: skip
+    return results
+
+
+def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
+    full = sum(len(c["values"]) for c in curves)
+    best = max((c for c in curves if not c["diverged"]), key=lambda c: max(c["values"]))
+    lines = [
+        f"# Pruners replayed on {sweep_dir.name}",
+        "",
+        f"{len(curves)} unpruned trials, {full} epochs; the unpruned sweep picks trial {best['trial']} "
+        f"(val {100 * max(best['values']):.2f} %, test {100 * test_at_best(best):.2f} %). Each pruner sees the "
+        f"sweep's order and {results[0]['orders'] - 1} random orders of the same trials.",
+        "",
+        "| pruner | epochs, sweep's order | epochs, mean (max) over orders | picks the unpruned best | "
+        "pick's test, sweep's order | pick's test, mean (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        pct = lambda v: f"{100 * v:.1f} %" if v is not None else "-"  # noqa: E731
+        lines.append(
+            f"| {r['pruner']} | {pct(r['epochs_share_own_order'])} | {pct(r['epochs_share_mean'])} "
+            f"({pct(r['epochs_share_max'])}) | {pct(r['kept_best_share'])} of orders | "
+            f"{pct(r['picked_test_own_order'])} (trial {r['picked_own_order']}) | "
+            f"{pct(r['picked_test_mean'])} ({pct(r['picked_test_min'])}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep run with hydra/sweeper/pruner=none")
+    parser.add_argument("--pruners", nargs="+", default=list(PRUNERS), help="names from hydra/sweeper/pruner")
+    parser.add_argument("--orders", type=int, default=20, help="random trial orders besides the sweep's own")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")
+    args = parser.parse_args(argv)
+    try:
+        curves = curves_of(args.sweep_dir)
+        results = measure(curves, args.pruners, args.orders, args.seed)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    text = markdown(results, curves, args.sweep_dir)
+    runs.write_text(text, args.sweep_dir / "pruner_replay.md")
+    runs.write_json({"curves": len(curves), "results": results}, args.sweep_dir / "pruner_replay.json")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

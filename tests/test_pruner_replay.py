@@ -1,0 +1,41 @@
+"""The pruner replay: real Optuna pruners fed recorded curves (synthetic here, real in test_sweep.py)."""
+
+import pytest
+
+from fmnist.errors import UserError
+from fmnist.pruner_replay import build_pruner, measure, replay
+
+
+def _curve(trial, values, diverged=False, max_epochs=3):
+    return {"trial": trial, "values": values, "test": [v - 0.01 for v in values], "max_epochs": max_epochs,
+            "diverged": diverged}  # fmt: skip
+
+
+GOOD, BAD, BETTER = [0.80, 0.85, 0.88], [0.30, 0.35, 0.40], [0.82, 0.86, 0.89]
+
+
+def test_asha_stops_the_clearly_worse_trial_after_its_first_epoch():
+    out = replay([_curve(0, GOOD), _curve(1, BAD), _curve(2, BETTER)], build_pruner("asha", 3))
+    assert out["epochs"] == {0: 3, 1: 1, 2: 3}
+    assert out["picked"] == 2
+
+
+def test_no_pruner_trains_everything_and_a_diverged_trial_is_never_picked():
+    curves = [_curve(0, GOOD), _curve(1, [0.95], diverged=True), _curve(2, BETTER)]
+    out = replay(curves, build_pruner("none", 3))
+    assert out["epochs"] == {0: 3, 1: 1, 2: 3}
+    assert out["picked"] == 2  # 0.95 was the diverged trial's last value: a PRUNED trial is never the pick
+
+
+def test_measure_reports_the_share_of_epochs_and_whether_the_best_was_kept():
+    curves = [_curve(0, GOOD), _curve(1, BAD), _curve(2, BETTER), _curve(3, BAD)]
+    results = {r["pruner"]: r for r in measure(curves, ("asha", "none"), orders=5)}
+    assert results["none"]["epochs_share_mean"] == 1.0 and results["none"]["kept_best_share"] == 1.0
+    assert results["none"]["picked_test_own_order"] == pytest.approx(0.89 - 0.01)
+    assert results["asha"]["epochs_share_own_order"] == pytest.approx((3 + 1 + 3 + 1) / 12)
+    assert results["asha"]["orders"] == 6
+
+
+def test_unknown_pruner_is_one_line():
+    with pytest.raises(UserError, match="unknown pruner 'sha'.*asha"):
+        build_pruner("sha", 3)
