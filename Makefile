@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench lint clean reproduce
+.PHONY: setup data train test bench lint clean reproduce results
 
 setup: data $(VENV)/.installed
 
@@ -58,4 +58,14 @@ reproduce: setup
 		hydra.run.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune hydra.run.dir=$(REPRO)/bench_norm_finetune
-	$(PY) -m fmnist.report --out $(REPRO)/report
+	$(PY) -m fmnist.report --sweep $(REPRO_SWEEP) --out $(REPRO)/report
+	$(MAKE) results
+
+# The small files that back the README's results, copied into the tracked results/ folder (outputs/ is not tracked)
+RESULTS := results/reproduce
+results:
+	mkdir -p $(RESULTS)/sweep/plots $(RESULTS)/report
+	cp $(REPRO_SWEEP)/summary.md $(REPRO_SWEEP)/summary.csv $(REPRO_SWEEP)/summary.json $(REPRO_SWEEP)/best.json \
+		$(RESULTS)/sweep/
+	cp $(REPRO_SWEEP)/plots/*.png $(RESULTS)/sweep/plots/
+	cp -r $(REPRO)/report/. $(RESULTS)/report/

@@ -77,7 +77,9 @@ def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
         f"Sweep `{sweep}`: {len(rows)} trials of the study's {grid_points():,}-point grid ({states}), up to "
         f"{', '.join(epochs)} epochs each (the study: {STUDY['grid_epochs']}), pruner {spent['pruner']}: "
         f"{spent['epochs_trained']} epochs trained of {spent['epochs_without_pruning']} without pruning, trials' time "
-        f"{spent['trial_seconds'] / 3600:.2f} h of an estimated {spent['trial_seconds_without_pruning'] / 3600:.2f} h. "
+        f"{spent['trial_seconds'] / 3600:.2f} h of an estimated {spent['trial_seconds_without_pruning'] / 3600:.2f} h, "
+        f"wall time {spent['sweep_wall_seconds'] / 3600:.2f} h with {spent.get('workers', 1)} worker(s) (without "
+        f"pruning: ~{spent.get('sweep_wall_seconds_without_pruning', 0) / 3600:.2f} h). "
         "Ranked by validation accuracy; metrics at each trial's best-validation epoch. The study published only the "
         "test accuracy of its top three here.\n"
     )
