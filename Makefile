@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench lint clean reproduce results
+.PHONY: setup data train test bench lint clean reproduce results pruner-study
 
 setup: data $(VENV)/.installed
 
@@ -36,6 +36,10 @@ lint: setup
 clean:
 	rm -rf $(VENV) .pytest_cache
 
+# N sweep workers of one study side by side, one thread each; fails if any worker fails
+workers = pids=; for i in $$(seq $(1)); do $(PY) -m fmnist.train --multirun $(2) & pids="$$pids $$!"; done; \
+	for p in $$pids; do wait $$p || exit 1; done
+
 # The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
 # report. Its budget lives in conf/experiment/reproduce.yaml, read here with OmegaConf.
 REPRO := outputs/reproduce
@@ -46,9 +50,7 @@ CMP = $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(call
 
 reproduce: setup
 	@# reproduce.workers sweep workers side by side on one storage; each asks Optuna for the next trial
-	pids=; for i in $$(seq $(call repro,workers)); do \
-		$(PY) -m fmnist.train --multirun experiment=reproduce & pids="$$pids $$!"; \
-	done; for p in $$pids; do wait $$p || exit 1; done
+	$(call workers,$(call repro,workers),experiment=reproduce)
 	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
 	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
 	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size
@@ -69,3 +71,12 @@ results:
 		$(RESULTS)/sweep/
 	cp $(REPRO_SWEEP)/plots/*.png $(RESULTS)/sweep/plots/
 	cp -r $(REPRO)/report/. $(RESULTS)/report/
+
+# The measurement behind the default pruner: an unpruned sweep (conf/experiment/pruner_study.yaml), replayed
+# through every pruner by fmnist.pruner_replay; its small files go to results/pruner-study/
+PSTUDY := outputs/sweeps/pruner-study
+pruner-study: setup
+	$(call workers,2,experiment=pruner_study)
+	$(PY) -m fmnist.pruner_replay $(PSTUDY) --orders 50
+	mkdir -p results/pruner-study
+	cp $(PSTUDY)/summary.md $(PSTUDY)/pruner_replay.md $(PSTUDY)/pruner_replay.json results/pruner-study/

@@ -65,9 +65,23 @@ def rows_of(study) -> list[dict]:
     return rows
 
 
+def _spans(study) -> list[tuple[float, float]]:
+    return sorted(tuple(s) for k, v in study.user_attrs.items() if k.startswith("fmnist:spans:") for s in v)
+
+
+def peak_workers(study) -> int:
+    """The most workers that ran at once (a resumed sweep's workers are new processes, not more workers)."""
+    events = sorted([(start, 1) for start, _ in _spans(study)] + [(end, -1) for _, end in _spans(study)])
+    running = peak = 0
+    for _, change in events:  # at equal times an end (-1) sorts before a start
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
 def wall_seconds(study) -> float:
     """Seconds during which at least one worker ran: the union of every worker's [start, end] spans."""
-    spans = sorted(tuple(s) for k, v in study.user_attrs.items() if k.startswith("fmnist:spans:") for s in v)
+    spans = _spans(study)
     total, reached = 0.0, float("-inf")
     for start, end in spans:
         if end > reached:
@@ -86,7 +100,7 @@ def budget(rows: list[dict], study) -> dict:
     # a pruned trial trained at least one epoch (it was asked after one): its own seconds per epoch scale it up
     full_seconds = sum(r["seconds"] * f / max(r["epochs"], 1) if r["state"] == "PRUNED" else r["seconds"]
                        for r, f in zip(rows, full, strict=True))  # fmt: skip
-    workers = sum(k.startswith("fmnist:spans:") for k in study.user_attrs)
+    workers = peak_workers(study)
     return {
         "epochs_trained": trained,
         "epochs_without_pruning": sum(full),

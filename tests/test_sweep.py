@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fmnist.sweep_summary import wall_seconds
+from fmnist.sweep_summary import peak_workers, wall_seconds
 from tests.helpers import REPO, TINY, read_rows, run_cli, sweep_cmd
 
 
@@ -137,6 +137,7 @@ def test_wall_time_is_the_union_of_worker_spans():
     study = SimpleNamespace(user_attrs={"fmnist:spans:a": [[0, 10], [20, 25]], "fmnist:spans:b": [[5, 12]],
                                         "fmnist:pruner": "none"})  # fmt: skip
     assert wall_seconds(study) == 17
+    assert peak_workers(study) == 2  # a and b overlap in [5, 10]; a's second span (a resume) adds no worker
 
 
 def test_default_sweep_folder_and_storage(tmp_path, data_root):
