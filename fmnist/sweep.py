@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from fmnist import optuna_glue, runs
 from fmnist.errors import UserError
-from fmnist.sweep_summary import summarize
+from fmnist.sweep_summary import DUPLICATE, summarize
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,33 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return stale
 
 
+MAX_REPEATS = 50  # proposals in a row that repeat a finished trial before the sweep calls its space exhausted
+
+
 def taken(study: optuna.Study) -> int:
-    """Trials that count toward n_trials: finished ones and those live workers are running, not stale ones."""
+    """Trials that count toward n_trials: finished ones and those live workers are running; not stale ones, nor
+    repeated proposals that were answered without training."""
     return sum(
-        1 for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING and not t.system_attrs.get(STALE)
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.WAITING and not t.system_attrs.get(STALE) and DUPLICATE not in t.system_attrs
     )
+
+
+def _what_it_trains(trial) -> tuple:
+    """A trial's sampled values and the fixed overrides the plugin stores as user attrs (dotted keys)."""
+    given = {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}
+    return tuple(sorted((k, repr(v)) for k, v in given.items()))
+
+
+def earlier_run(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:
+    """A finished, trained trial with exactly this trial's configuration: the same seed would train the same curve
+    (seeded TPE on the study's all-categorical grid re-proposes points: 8 of 40 in the first study-scale sweep)."""
+    key = _what_it_trains(trial)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if DUPLICATE not in t.system_attrs and t.number != trial.number and _what_it_trains(t) == key:
+            return t
+    return None
 
 
 @contextmanager
@@ -175,13 +197,22 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             "study %s: %d of %d trials already taken, sampler %s, pruner %s, storage %s",
             study.study_name, done, n_total, type(self.sampler).__name__, type(self.pruner).__name__, self.storage,
         )  # fmt: skip
-        me = worker_id()
+        me, repeats = worker_id(), 0
         try:
             while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
                 trials = [study.ask() for _ in range(batch)]
                 for trial in trials:
                     trial.set_system_attr(WORKER, me)
                 overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed)
+                fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
+                repeats = 0 if fresh else repeats + len(trials)
+                if repeats >= MAX_REPEATS:
+                    log.warning("the sampler proposed %d finished configurations in a row: the search space looks "
+                                "exhausted; stopping with %d trials", repeats, taken(study))  # fmt: skip
+                    break
+                if not fresh:
+                    continue
+                trials, overrides = [t for t, _ in fresh], [o for _, o in fresh]
                 if pruning(self.pruner):  # the job finds its trial through this storage (hydra.job.num = its number)
                     overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
                 for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
@@ -203,6 +234,21 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         )
         result = summarize(sweep_dir, study)
         log.info("best trial %d: val %.2f%%, written to %s", best.number, 100 * best.value, result["best_json"])
+
+    def _repeat(self, study: optuna.Study, trial) -> bool:
+        """Answer a proposal that repeats a finished trial with that trial's outcome, without training it again; it
+        does not count toward n_trials, so the sweep still trains n_trials distinct configurations."""
+        earlier = earlier_run(study, trial)
+        if earlier is None:
+            return False
+        trial.set_system_attr(DUPLICATE, earlier.number)
+        trial.set_user_attr("reason", f"repeats trial {earlier.number}: not trained again")
+        if earlier.state == TrialState.COMPLETE:
+            _tell(study, trial, earlier.value)
+        else:
+            _tell(study, trial, state=TrialState.PRUNED)
+        log.info("trial %d repeats trial %d's configuration: answered with its outcome", trial.number, earlier.number)
+        return True
 
     def _launch(self, trials, overrides):
         """Trial N runs as job N, so its folder is <sweep dir>/N across resumes and workers."""

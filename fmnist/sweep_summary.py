@@ -28,6 +28,7 @@ def columns() -> tuple[str, ...]:
     return ("rank", "trial", "state", *params(), "epochs", *METRICS, "seconds", "reason", "run_dir")
 
 
+DUPLICATE = "fmnist:duplicate_of"  # trial system attr: a repeated proposal answered without training (fmnist/sweep.py)
 STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRUNED split by who stopped the trial
 
 
@@ -58,7 +59,9 @@ def _row(trial) -> dict:
 
 def rows_of(study) -> list[dict]:
     """One row per finished trial: completed ones ranked by validation accuracy, then pruned, diverged, failed."""
-    rows = [_row(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    rows = [
+        _row(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished() and DUPLICATE not in t.system_attrs
+    ]
     rows.sort(key=lambda r: (STATES.index(r["state"]), -(r.get("val_accuracy") or 0), r["trial"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank if row["state"] == "COMPLETE" else ""
@@ -175,6 +178,8 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "study_name": study.study_name,
         "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
         "pruner": study.user_attrs.get("fmnist:pruner", "none"),
+        # proposals that repeated a finished trial, answered with its outcome instead of training it again
+        "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
         **spent,
         "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
         "best": best,

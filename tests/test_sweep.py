@@ -212,7 +212,8 @@ def test_replay_of_an_unpruned_sweep(tmp_path, data_root):
 
 def test_resumed_pruning_sweep_keeps_its_decisions(pruned_sweep):
     before = (pruned_sweep / "1" / "summary.json").stat().st_mtime_ns
-    run_cli(*_fixed_lr_sweep(pruned_sweep, "0.00001", 3))
+    # another clearly worse configuration (the same one again would be answered without training)
+    run_cli(*_fixed_lr_sweep(pruned_sweep, "0.00001", 3), "model.fc1_size=50")
     rows = _study_rows(pruned_sweep)
     assert sorted(rows) == [0, 1, 2] and rows[1]["state"] == "PRUNED"  # only the missing trial ran
     assert (pruned_sweep / "1" / "summary.json").stat().st_mtime_ns == before
@@ -258,3 +259,18 @@ def test_single_run_never_imports_optuna(tmp_path, data_root):
     out = subprocess.run([sys.executable, "-c", script, *TINY, f"hydra.run.dir={tmp_path}"], cwd=REPO,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert "optuna imported: False" in out.stdout, out.stderr[-2000:] and (tmp_path / "summary.json").exists()
+
+
+def test_repeated_proposals_are_answered_without_training(tmp_path, data_root):
+    """Seeded TPE over a 2-point space asked for 3 trials: every repeat of a finished configuration is answered with
+    its outcome (no folder, not counted), and once only repeats come the sweep stops with the 2 it could train."""
+    sweep_dir = tmp_path / "s"
+    proc = run_cli("fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.params=null",
+                   "optimizer.lr=0.01,0.001", "hydra.sweeper.n_trials=3")  # fmt: skip
+    assert "search space looks exhausted" in proc.stderr + proc.stdout
+    rows = read_rows(sweep_dir / "summary.csv")
+    assert sorted(r["lr"] for r in rows) == ["0.001", "0.01"]  # each configuration trained once
+    trained = [d for d in sweep_dir.iterdir() if (d / "summary.json").exists() and d.name.isdigit()]
+    assert len(trained) == 2
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["repeated_proposals"] >= 50 and summary["epochs_trained"] == 2
