@@ -96,11 +96,20 @@ def test_at_best(curve: dict) -> float:
     return curve["test"][values.index(max(values))]
 
 
+def unpruned_pick(curves: list[dict]) -> dict:
+    """The trial the unpruned sweep picks: the best value among those that did not diverge."""
+    return max((c for c in curves if not c["diverged"]), key=lambda c: max(c["values"]))
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.1f} %" if value is not None else "-"
+
+
 def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0) -> list[dict]:
     """Each pruner over the sweep's own order and `orders` random ones: epochs share, picks, their test accuracy."""
     by_trial = {c["trial"]: c for c in curves}
     full = sum(len(c["values"]) for c in curves)  # the unpruned sweep's epochs (diverged trials stopped there too)
-    unpruned = max((c for c in curves if not c["diverged"]), key=lambda c: max(c["values"]))["trial"]
+    unpruned = unpruned_pick(curves)["trial"]
     rng = random.Random(seed)
     sequences = [curves] + [rng.sample(curves, len(curves)) for _ in range(orders)]
     results = []
@@ -125,7 +134,7 @@ def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0
 
 def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
     full = sum(len(c["values"]) for c in curves)
-    best = max((c for c in curves if not c["diverged"]), key=lambda c: max(c["values"]))
+    best = unpruned_pick(curves)
     lines = [
         f"# Pruners replayed on {sweep_dir.name}",
         "",
@@ -138,12 +147,11 @@ def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        pct = lambda v: f"{100 * v:.1f} %" if v is not None else "-"  # noqa: E731
         lines.append(
-            f"| {r['pruner']} | {pct(r['epochs_share_own_order'])} | {pct(r['epochs_share_mean'])} "
-            f"({pct(r['epochs_share_max'])}) | {pct(r['kept_best_share'])} of orders | "
-            f"{pct(r['picked_test_own_order'])} (trial {r['picked_own_order']}) | "
-            f"{pct(r['picked_test_mean'])} ({pct(r['picked_test_min'])}) |"
+            f"| {r['pruner']} | {_pct(r['epochs_share_own_order'])} | {_pct(r['epochs_share_mean'])} "
+            f"({_pct(r['epochs_share_max'])}) | {_pct(r['kept_best_share'])} of orders | "
+            f"{_pct(r['picked_test_own_order'])} (trial {r['picked_own_order']}) | "
+            f"{_pct(r['picked_test_mean'])} ({_pct(r['picked_test_min'])}) |"
         )
     return "\n".join(lines) + "\n"
 

@@ -32,12 +32,11 @@ from optuna.trial import TrialState
 
 from fmnist import optuna_glue, runs
 from fmnist.errors import UserError
-from fmnist.sweep_summary import DUPLICATE, summarize
+from fmnist.sweep_summary import DUPLICATE, SPANS, configuration, summarize
 
 log = logging.getLogger(__name__)
 
 WORKER, STALE = "fmnist:worker", "fmnist:stale"  # trial system attrs
-SPANS = "fmnist:spans:"  # study user attr per worker: [[start, end], ...] in epoch seconds
 
 
 def _proc_start(pid: int) -> str | None:
@@ -91,9 +90,7 @@ def taken(study: optuna.Study) -> int:
 
 
 def _what_it_trains(trial) -> tuple:
-    """A trial's sampled values and the fixed overrides the plugin stores as user attrs (dotted keys)."""
-    given = {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}
-    return tuple(sorted((k, repr(v)) for k, v in given.items()))
+    return tuple(sorted((k, repr(v)) for k, v in configuration(trial).items()))
 
 
 def earlier_run(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:

@@ -29,7 +29,13 @@ def columns() -> tuple[str, ...]:
 
 
 DUPLICATE = "fmnist:duplicate_of"  # trial system attr: a repeated proposal answered without training (fmnist/sweep.py)
+SPANS = "fmnist:spans:"  # study user attr per worker (fmnist/sweep.py): [[start, end], ...] in epoch seconds
 STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRUNED split by who stopped the trial
+
+
+def configuration(trial) -> dict:
+    """What a trial trains: its sampled values and the fixed overrides the plugin stores as user attrs (dotted keys)."""
+    return {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}
 
 
 def _row(trial) -> dict:
@@ -43,7 +49,7 @@ def _row(trial) -> dict:
         "run_dir": run_dir or "",
     }
     config = OmegaConf.create(summary.get("config", {}))
-    given = {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}  # sampled + fixed overrides
+    given = configuration(trial)
     for name, key in params().items():
         row[name] = OmegaConf.select(config, key, default=given.get(key, ""))
     metrics = (
@@ -69,12 +75,13 @@ def rows_of(study) -> list[dict]:
 
 
 def _spans(study) -> list[tuple[float, float]]:
-    return sorted(tuple(s) for k, v in study.user_attrs.items() if k.startswith("fmnist:spans:") for s in v)
+    return sorted(tuple(s) for k, v in study.user_attrs.items() if k.startswith(SPANS) for s in v)
 
 
 def peak_workers(study) -> int:
     """The most workers that ran at once (a resumed sweep's workers are new processes, not more workers)."""
-    events = sorted([(start, 1) for start, _ in _spans(study)] + [(end, -1) for _, end in _spans(study)])
+    spans = _spans(study)
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     running = peak = 0
     for _, change in events:  # at equal times an end (-1) sorts before a start
         running += change
