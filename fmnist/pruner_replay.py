@@ -70,7 +70,9 @@ def replay(curves: list[dict], pruner) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+    # a fixed name: Hyperband picks a trial's bracket from the study name (an unnamed study gets a random one)
+    study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
     epochs, picked, best = {}, None, float("-inf")
     for curve in curves:
         trial, stopped = study.ask(), curve["diverged"]
