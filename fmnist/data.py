@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,8 @@ def _stage(root: Path, system_dir: str | None) -> bool:
             continue
         raw.mkdir(parents=True, exist_ok=True)
         for name, md5 in RAW_MD5.items():
-            gz, tmp = source / f"{name}.gz", raw / f".{name}.tmp"
+            # a temp file per process: the parallel jobs of a sweep may stage a fresh data folder at the same time
+            gz, tmp = source / f"{name}.gz", raw / f".{name}.{os.getpid()}.tmp"
             try:
                 with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)

@@ -1,6 +1,7 @@
 """Which pruner, measured: `python -m fmnist.pruner_replay SWEEP_DIR` replays an unpruned sweep through each pruner.
 
-A sweep run with `hydra/sweeper/pruner=none` holds every trial's whole validation curve. Fed epoch by epoch into a
+A sweep run with `hydra/sweeper/pruner=none` holds every trial's whole validation curve, and so does the folder of
+`python -m fmnist.retrain` (a pruned sweep's configurations trained to the end). Fed epoch by epoch into a
 fresh in-memory Optuna study with a pruner, in the order one worker would have run them, the curves give exactly the
 decisions that pruner would have taken on those trials (a trial's curve does not depend on the pruner) — without
 training anything again. Each order (the sweep's own, then random ones) yields: epochs trained, and whether the trial
@@ -11,6 +12,7 @@ pruner_replay.md and pruner_replay.json into SWEEP_DIR.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -39,6 +41,8 @@ def build_pruner(name: str, max_epochs: int):
 def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
     """Every finished trial of an unpruned sweep: its curve of `metric` and test accuracy per epoch, its max_epochs,
     and whether it stopped on its own (diverged). Failed trials trained nothing and are left out."""
+    if (sweep_dir / "retrain.json").exists():
+        return _retrained_curves(sweep_dir, metric)
     from fmnist.sweep_summary import load_study, rows_of
 
     study = load_study(sweep_dir)
@@ -50,16 +54,26 @@ def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
     for row in sorted(rows_of(study), key=lambda r: r["trial"]):
         if row["state"] not in ("COMPLETE", "DIVERGED") or not row["epochs"]:
             continue
-        metrics = runs.read_csv(Path(row["run_dir"]) / "metrics.csv")
-        curves.append({
-            "trial": row["trial"],
-            "values": [float(m[metric]) for m in metrics],
-            "test": [float(m["test_accuracy"]) for m in metrics],
-            "max_epochs": int(row["max_epochs"]),
-            "diverged": row["state"] == "DIVERGED",
-        })  # fmt: skip
+        curves.append(_curve(row["trial"], Path(row["run_dir"]), int(row["max_epochs"]), row["state"] == "DIVERGED",
+                             metric))  # fmt: skip
     if len(curves) < 2:
         raise UserError(f"{sweep_dir} has {len(curves)} trial(s) with a curve: a replay needs several")
+    return curves
+
+
+def _curve(trial: int, run_dir: Path, max_epochs: int, diverged: bool, metric: str) -> dict:
+    metrics = runs.read_csv(run_dir / "metrics.csv")
+    values, test = [float(m[metric]) for m in metrics], [float(m["test_accuracy"]) for m in metrics]
+    return {"trial": trial, "values": values, "test": test, "max_epochs": max_epochs, "diverged": diverged}
+
+
+def _retrained_curves(folder: Path, metric: str) -> list[dict]:
+    """The whole curves of `python -m fmnist.retrain`'s runs, in the sweep's trial order."""
+    trials = json.loads((folder / "retrain.json").read_text())["trials"]
+    curves = [_curve(t["trial"], folder / str(t["trial"]), int(t["config"]["max_epochs"]), t["status"] == "diverged",
+                     metric) for t in trials if t["status"] in ("completed", "diverged")]  # fmt: skip
+    if len(curves) < 2:
+        raise UserError(f"{folder} has {len(curves)} retrained run(s) with a curve: a replay needs several")
     return curves
 
 
@@ -160,7 +174,7 @@ def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path, help="a sweep run with hydra/sweeper/pruner=none")
+    parser.add_argument("sweep_dir", type=Path, help="an unpruned sweep (pruner=none) or a fmnist.retrain folder")
     parser.add_argument("--pruners", nargs="+", default=list(PRUNERS), help="names from hydra/sweeper/pruner")
     parser.add_argument("--orders", type=int, default=20, help="random trial orders besides the sweep's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")

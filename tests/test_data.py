@@ -44,6 +44,19 @@ def test_gz_in_root_is_unpacked_and_checked(tmp_path):
     assert (tmp_path / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte").is_file()
 
 
+def test_parallel_jobs_stage_one_fresh_folder(tmp_path):
+    # the jobs of a parallel sweep (joblib, two workers) may all find the data folder empty and unpack at once
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fmnist.data import _stage
+
+    with ProcessPoolExecutor(3) as pool:
+        staged = list(pool.map(_stage, [tmp_path] * 3, [str(DEBIAN_DIR)] * 3))
+    assert staged == [True] * 3
+    raw = tmp_path / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(RAW_MD5)  # the four files, no temp file left over
+
+
 def test_truncated_gz_is_reported(tmp_path):
     _copy_gz(tmp_path)
     gz = tmp_path / "train-images-idx3-ubyte.gz"
