@@ -103,7 +103,7 @@ def check_prune(p: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"prune.layers has {unknown}: prunable layers are {list(WIDTHS)} (fc2 is the output layer)")
     _choice(p.criterion, "prune.criterion", ("l1", "l2"))
-    _number(p.tolerance, "prune.tolerance", 0, 1)
+    _optional(_number, p.tolerance, "prune.tolerance", 0, 1)
     if isinstance(p.step, DictConfig):
         for layer in p.layers:
             _int(p.step.get(layer), f"prune.step.{layer}", fix=" (one per pruned layer: {conv1: 1, conv2: 1, fc1: 4})")
@@ -113,6 +113,24 @@ def check_prune(p: DictConfig) -> None:
     _number(p.finetune_epochs, "prune.finetune_epochs", 0)
     _optional(_number, p.finetune_lr, "prune.finetune_lr", 0, low_open=True)
     _number(p.final_finetune_epochs, "prune.final_finetune_epochs", 0)
+    _choice(p.selection, "prune.selection", ("layerwise", "global"))
+    _choice(p.cost, "prune.cost", ("flops", "latency"))
+    _optional(_number, p.target_flops_ratio, "prune.target_flops_ratio", 1)
+    _optional(_number, p.target_speedup, "prune.target_speedup", 1)
+    if p.selection == "global" and p.tolerance is None and not (p.target_flops_ratio or p.target_speedup):
+        raise ConfigError(
+            "prune.selection=global with no tolerance and no budget would prune every layer to "
+            "min_units: set prune.tolerance, prune.target_flops_ratio or prune.target_speedup"
+        )
+
+
+def check_latency(lat: DictConfig) -> None:
+    from fmnist.latency import ENGINES
+
+    _choice(lat.engine, "latency.engine", ENGINES)
+    _int(lat.batch_size, "latency.batch_size")
+    _int(lat.repeats, "latency.repeats")
+    _int(lat.warmup, "latency.warmup", 0)
 
 
 def check_bench(b: DictConfig) -> None:
@@ -154,6 +172,7 @@ CHECKS = {
     "logger": check_logger,
     "prune": check_prune,
     "bench": check_bench,
+    "latency": check_latency,
     "bench_conv": check_bench_conv,
 }
 

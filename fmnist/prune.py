@@ -1,9 +1,12 @@
 """Norm-based structured pruning: `python -m fmnist.prune [prune.checkpoint=PATH] [prune=norm_finetune]`.
 
 Units (conv channels, fc1 neurons) are scored by the norm of their weights and the weakest is removed physically,
-one step at a time, layer after layer (conv1, then conv2, then fc1; never the output layer). A step is kept while
-validation accuracy stays within `prune.tolerance` of the unpruned model's; the first step beyond it is reverted
-and pruning moves to the next layer. The result is a normal, smaller FashionCNN.
+one step at a time. The study's method (prune.selection=layerwise) goes layer after layer (conv1, then conv2, then
+fc1; never the output layer): a step is kept while validation accuracy stays within `prune.tolerance` of the
+unpruned model's; the first step beyond it is reverted and pruning moves to the next layer. Beyond the study,
+prune.selection=global weighs every layer's next step by the accuracy it costs per FLOP or per measured millisecond
+saved (prune.cost=flops|latency, the latency table of fmnist/latency.py). Either stops early at a budget:
+prune.target_flops_ratio and/or prune.target_speedup. The result is a normal, smaller FashionCNN.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from fmnist import checkpoint, config, runs
 from fmnist.data import load_splits
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import totals
+from fmnist.latency import LatencyTable
 from fmnist.loop import evaluate, finetune, resolve_device, set_threads
 from fmnist.model import WIDTHS as LAYERS  # prunable layer -> its width key
-from fmnist.model import FashionCNN, build
+from fmnist.model import FashionCNN, build, widths
 
 log = logging.getLogger(__name__)
 
 NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2"}  # whose inputs shrink with it
 COLUMNS = ("step", "layer", "unit", "norm", "conv1_channels", "conv2_channels", "fc1_size", "study_flops", "macs",
-           "params", "val_accuracy", "test_accuracy", "status")  # fmt: skip
+           "params", "predicted_ms", "val_accuracy", "test_accuracy", "status")  # fmt: skip
 
 
 def unit_norms(model: FashionCNN, layer: str, criterion: str = "l2") -> torch.Tensor:
@@ -70,78 +74,198 @@ def resolve_checkpoint(spec: str | None, sweeps_dir: Path) -> Path:
     return path
 
 
-def _row(step, layer, unit, norm, model, val, test, status) -> dict:
+def _row(step, layer, unit, norm, model, val, test, status, table=None) -> dict:
     counts = totals(model.arch)
     return {"step": step, "layer": layer, "unit": unit, "norm": norm, **{k: model.arch[k] for k in LAYERS.values()},
             "study_flops": counts["study_flops"], "macs": counts["macs"], "params": counts["params"],
+            "predicted_ms": round(table.model_ms(model.arch), 3) if table else "",
             "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
+
+
+def floor_arch(arch: dict, p) -> dict:
+    """The smallest architecture pruning can reach: every pruned layer stepped down as far as min_units allows."""
+    out = dict(arch)
+    for layer in p.layers:
+        width, step = arch[LAYERS[layer]], _step(p, layer)
+        out[LAYERS[layer]] = width - max(0, (width - p.min_units) // step) * step
+    return out
+
+
+def _step(p, layer: str) -> int:
+    return p.step if isinstance(p.step, int) else p.step[layer]
+
+
+class Budget:
+    """How far to prune: prune.target_flops_ratio (the study's FLOPs formula) and/or prune.target_speedup (predicted
+    by the latency table), all met; without either, only the tolerance stops pruning."""
+
+    def __init__(self, p, arch: dict, table: LatencyTable | None):
+        self.flops_ratio, self.speedup, self.table = p.target_flops_ratio, p.target_speedup, table
+        self.flops0 = totals(arch)["study_flops"]
+        self.ms0 = table.model_ms(arch) if table else None
+        floor = floor_arch(arch, p)
+        if self.flops_ratio and self.flops(floor) < self.flops_ratio:
+            raise UserError(f"prune.target_flops_ratio={self.flops_ratio} cannot be met: pruning {list(p.layers)} "
+                            f"down to min_units={p.min_units} gives {widths(floor)}, {self.flops(floor):.2f}x "
+                            "fewer FLOPs at most")  # fmt: skip
+        if self.speedup and self.speed(floor) < self.speedup:
+            raise UserError(f"prune.target_speedup={self.speedup} cannot be met on {table.meta['engine']}: "
+                            f"pruning {list(p.layers)} down to min_units={p.min_units} gives {widths(floor)}, "
+                            f"predicted {self.speed(floor):.2f}x faster at most")  # fmt: skip
+
+    @property
+    def given(self) -> bool:
+        return bool(self.flops_ratio or self.speedup)
+
+    def flops(self, arch: dict) -> float:
+        return self.flops0 / totals(arch)["study_flops"]
+
+    def speed(self, arch: dict) -> float | None:
+        return self.ms0 / self.table.model_ms(arch) if self.table else None
+
+    def met(self, arch: dict) -> bool:
+        return self.given and (not self.flops_ratio or self.flops(arch) >= self.flops_ratio) and \
+            (not self.speedup or self.speed(arch) >= self.speedup)  # fmt: skip
+
+    def report(self, arch: dict, stopped: str) -> dict:
+        return {"target_flops_ratio": self.flops_ratio, "target_speedup": self.speedup, "met": self.met(arch),
+                "flops_ratio": self.flops(arch), "predicted_speedup": self.speed(arch), "stopped": stopped}  # fmt: skip
+
+
+class _Pruning:
+    """What one prune run shares between its steps: data, scores, the trajectory, W&B, cost and budget."""
+
+    def __init__(self, cfg, model, data, table, budget, run):
+        self.cfg, self.p, self.data, self.table, self.budget, self.run = cfg, cfg.prune, data, table, budget, run
+        self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
+        self.base_val, base_test = self.scores(model)
+        self.rows = [_row(0, "", "", "", model, self.base_val, base_test, "start", table)]
+
+    def val(self, m) -> float:
+        return evaluate(m, self.data.val_x, self.data.val_y, self.cfg.trainer.eval_batch_size)[1]
+
+    def scores(self, m) -> tuple[float, float]:
+        return self.val(m), evaluate(m, self.data.test_x, self.data.test_y, self.cfg.trainer.eval_batch_size)[1]
+
+    def finetune(self, m, epochs) -> None:
+        if epochs:
+            finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle,
+                     self.p.finetune_lr)  # fmt: skip
+
+    def cost(self, arch: dict) -> float:
+        return self.table.model_ms(arch) if self.p.cost == "latency" else totals(arch)["study_flops"]
+
+    def weakest(self, model, layer) -> tuple[list[int], torch.Tensor]:
+        norms = unit_norms(model, layer, self.p.criterion)
+        return norms.argsort()[: _step(self.p, layer)].tolist(), norms
+
+    def record(self, layer, units, norms, candidate, val, test) -> bool:
+        """Log one step; True if it is kept (within prune.tolerance of the unpruned model's validation accuracy)."""
+        kept = self.p.tolerance is None or self.base_val - val <= self.p.tolerance
+        row = _row(len(self.rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),
+                   candidate, val, test, "kept" if kept else "reverted", self.table)  # fmt: skip
+        self.rows.append(row)
+        speed = f"  {self.budget.speed(candidate.arch):.2f}x predicted" if self.table else ""
+        log.info("%-5s -unit %-4s (c1, c2, f1) = %s  val %.2f%%  test %.2f%%  %.2fx FLOPs%s  %s", layer, row["unit"],
+                 widths(candidate.arch), 100 * val, 100 * test, self.budget.flops(candidate.arch), speed,
+                 row["status"])  # fmt: skip
+        if self.run:
+            self.run.log({k: v for k, v in row.items() if isinstance(v, int | float)} | {"layer": layer})
+        return kept
+
+    def layerwise(self, model) -> tuple[FashionCNN, str]:
+        """The study's method: the weakest unit(s) of one layer at a time, layer after layer, until a step costs more
+        than the tolerance (then the next layer) or the budget is met."""
+        for layer in self.p.layers:
+            while model.arch[LAYERS[layer]] - _step(self.p, layer) >= self.p.min_units:
+                if self.budget.met(model.arch):
+                    return model, "budget met"
+                units, norms = self.weakest(model, layer)
+                candidate = remove_units(model, layer, units)
+                self.finetune(candidate, self.p.finetune_epochs)
+                if not self.record(layer, units, norms, candidate, *self.scores(candidate)):
+                    break
+                model = candidate
+        return model, "budget met" if self.budget.met(model.arch) else "every layer done"
+
+    def global_(self, model) -> tuple[FashionCNN, str]:
+        """Beyond the study: at every step, each layer's weakest unit(s) are removed in turn and fine-tuned alike;
+        the candidate that loses the least validation accuracy per unit of cost saved (FLOPs or predicted time) is
+        taken. Stops at the budget, or at the first step beyond the tolerance."""
+        while not self.budget.met(model.arch):
+            before, state, cost = self.val(model), self.shuffle.get_state(), self.cost(model.arch)
+            candidates = []
+            for layer in self.p.layers:
+                if model.arch[LAYERS[layer]] - _step(self.p, layer) < self.p.min_units:
+                    continue
+                units, norms = self.weakest(model, layer)
+                candidate = remove_units(model, layer, units)
+                self.shuffle.set_state(state)  # every candidate fine-tunes on the same batches
+                self.finetune(candidate, self.p.finetune_epochs)
+                val, saved = self.val(candidate), cost - self.cost(candidate.arch)
+                candidates.append((layer, units, norms, candidate, val, saved, self.shuffle.get_state()))
+                log.debug("candidate %s %s: val %.4f, saves %.4g", layer, widths(candidate.arch), val, saved)
+            if not candidates:
+                return model, "every layer at min_units"
+            saving = [c for c in candidates if c[5] > 0]
+            # a candidate that saves nothing (a slower kernel for fewer channels) goes only when none saves anything
+            layer, units, norms, candidate, val, _, state = (
+                min(saving, key=lambda c: (before - c[4]) / c[5]) if saving else max(candidates, key=lambda c: c[4])
+            )
+            self.shuffle.set_state(state)
+            if not self.record(layer, units, norms, candidate, val, self.scores(candidate)[1]):
+                return model, f"tolerance: the best next step ({layer}) loses more than {self.p.tolerance}"
+            model = candidate
+        return model, "budget met"
 
 
 def prune(cfg: DictConfig) -> dict:
     """Prune the checkpoint per cfg.prune; write trajectory.csv, pruned.pt, summary.json and plots."""
     p = config.check(cfg).prune
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     source = resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir))
     model, ckpt = checkpoint.load_model(source)
     log.info("pruning %s (architecture %s)", source, model.arch)
     set_threads(cfg.trainer.threads)
-    torch.manual_seed(cfg.trainer.seed)
-    device = resolve_device(cfg.trainer.device)
-    model.to(device)
-    data = load_splits(cfg.data, device)
-    shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
-    bs = cfg.trainer.eval_batch_size
-
-    def scores(m):
-        return evaluate(m, data.val_x, data.val_y, bs)[1], evaluate(m, data.test_x, data.test_y, bs)[1]
-
-    base_val, base_test = scores(model)
-    rows = [_row(0, "", "", "", model, base_val, base_test, "start")]
-    original = model
-    run = runs.start_wandb(cfg, out_dir, job_type="prune", group=cfg.logger.get("group") or "prune")
-    if run:
-        run.define_metric("*", step_metric="step")
-    started = time.perf_counter()
+    table = LatencyTable.open(cfg.latency, cfg.trainer.threads) if p.cost == "latency" or p.target_speedup else None
     try:
-        for layer in p.layers:
-            step = p.step if isinstance(p.step, int) else p.step[layer]
-            while model.arch[LAYERS[layer]] - step >= p.min_units:
-                norms = unit_norms(model, layer, p.criterion)
-                units = norms.argsort()[:step].tolist()
-                candidate = remove_units(model, layer, units)
-                if p.finetune_epochs:
-                    finetune(candidate, cfg.optimizer, data, cfg.data.batch_size, p.finetune_epochs, shuffle,
-                             p.finetune_lr)  # fmt: skip
-                val, test = scores(candidate)
-                kept = base_val - val <= p.tolerance
-                row = _row(len(rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),
-                           candidate, val, test, "kept" if kept else "reverted")  # fmt: skip
-                rows.append(row)
-                log.info("%-5s -unit %-4s (c1, c2, f1) = (%d, %d, %d)  val %.2f%%  test %.2f%%  %s", layer,
-                         row["unit"], *(candidate.arch[k] for k in LAYERS.values()), 100 * val, 100 * test,
-                         row["status"])  # fmt: skip
-                if run:
-                    run.log({k: v for k, v in row.items() if isinstance(v, int | float)} | {"layer": layer})
-                if not kept:
-                    break
-                model = candidate
-        if p.final_finetune_epochs:  # recovery once the architecture is final
-            finetune(model, cfg.optimizer, data, cfg.data.batch_size, p.final_finetune_epochs, shuffle, p.finetune_lr)
-            val, test = scores(model)
-            rows.append(_row(len(rows), "final", "", "", model, val, test, "finetuned"))
-            log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
-                     100 * test)  # fmt: skip
-        summary = _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, time.perf_counter() - started)
+        budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
+        out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.trainer.seed)
+        device = resolve_device(cfg.trainer.device)
+        model.to(device)
+        original = model
+        run = runs.start_wandb(cfg, out_dir, job_type="prune", group=cfg.logger.get("group") or "prune")
         if run:
-            run.summary.update({f"final/{k}": v for k, v in summary["after"].items() if not isinstance(v, dict)})
-        return summary
+            run.define_metric("*", step_metric="step")
+        started = time.perf_counter()
+        try:
+            state = _Pruning(cfg, model, load_splits(cfg.data, device), table, budget, run)
+            model, stopped = state.layerwise(model) if p.selection == "layerwise" else state.global_(model)
+            if budget.given and not budget.met(model.arch):
+                log.warning("budget not met: %s reached %.2fx fewer FLOPs%s; stopped by %s", widths(model.arch),
+                            budget.flops(model.arch), f", {budget.speed(model.arch):.2f}x predicted speedup"
+                            if table else "", stopped)  # fmt: skip
+            if p.final_finetune_epochs:  # recovery once the architecture is final
+                state.finetune(model, p.final_finetune_epochs)
+                val, test = state.scores(model)
+                state.rows.append(_row(len(state.rows), "final", "", "", model, val, test, "finetuned", table))
+                log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
+                         100 * test)  # fmt: skip
+            summary = _write_outputs(cfg, out_dir, source, ckpt, original, model, state.rows,
+                                     time.perf_counter() - started, budget.report(model.arch, stopped))  # fmt: skip
+            if run:
+                run.summary.update({f"final/{k}": v for k, v in summary["after"].items() if not isinstance(v, dict)})
+            return summary
+        finally:
+            if run:
+                run.finish()
     finally:
-        if run:
-            run.finish()
+        if table and table.measured:  # shapes measured on the way are kept for the next run
+            table.save()
 
 
-def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds) -> dict:
+def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, budget: dict) -> dict:
     runs.write_csv(rows, COLUMNS, out_dir / "trajectory.csv")
     final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
 
@@ -162,6 +286,8 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds) -
         "before": before,
         "after": after,
         "flops_ratio": before["study_flops"] / after["study_flops"],
+        "predicted_speedup": budget["predicted_speedup"],  # by the latency table, when one was used
+        "budget": budget,
         "steps": len(rows) - 1,
         "seconds": seconds,
         "prune": OmegaConf.to_container(cfg.prune, resolve=True),
