@@ -35,6 +35,14 @@ def small_cfg(out_dir: Path, *overrides: str, config_name: str = "config"):
     return compose_cfg(out_dir, [*SMALL, *overrides], config_name)
 
 
+def prune_small(out_dir: Path, checkpoint: Path, *overrides: str) -> dict:
+    """fmnist.prune of `checkpoint` on 2 500 + 500 real images."""
+    from fmnist.prune import prune
+
+    return prune(small_cfg(out_dir, f"prune.checkpoint={checkpoint}", "data.subset=3000", "data.val_size=500",
+                           *overrides, config_name="prune"))  # fmt: skip
+
+
 def run_cli(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 600, env: dict | None = None):
     """Run `python -m ...` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env or {})}

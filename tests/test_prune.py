@@ -11,8 +11,7 @@ from fmnist.flops import totals
 from fmnist.model import FashionCNN, build
 from fmnist.prune import LAYERS, prune, remove_units, unit_norms
 from fmnist.study import preset
-from fmnist.train import train
-from tests.helpers import compose_cfg, run_cli, small_cfg
+from tests.helpers import compose_cfg, prune_small, run_cli, small_cfg
 
 
 def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
@@ -51,16 +50,8 @@ def test_norms_score_output_units():
     assert unit_norms(model, "fc1", "l1")[0].item() == pytest.approx(model.fc1.weight[0].abs().sum().item(), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root):
-    out = tmp_path_factory.mktemp("to_prune")
-    train(small_cfg(out, "trainer.max_epochs=2", "data.subset=3000", "data.val_size=500"))
-    return out
-
-
 def _prune(tmp_path, trained, *overrides):
-    return prune(small_cfg(tmp_path, f"prune.checkpoint={trained}", "data.subset=3000", "data.val_size=500",
-                           *overrides, config_name="prune"))  # fmt: skip
+    return prune_small(tmp_path, trained, *overrides)
 
 
 def test_prune_run_writes_trajectory_model_and_plots(tmp_path, trained):

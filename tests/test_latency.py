@@ -1,0 +1,139 @@
+"""Pruning to a budget, and latency-aware selection: real models and data; latency tables measured for real, or
+written by hand where a test needs one layer to be expensive."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from fmnist import checkpoint
+from fmnist.errors import ConfigError, UserError
+from fmnist.flops import totals
+from fmnist.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, reachable
+from tests.helpers import compose_cfg, prune_small
+
+
+def _trajectory(folder):
+    with open(folder / "trajectory.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _flops_ratio(first, row):
+    return int(first["study_flops"]) / int(row["study_flops"])
+
+
+@pytest.mark.parametrize("selection", ["layerwise", "global"])
+def test_a_flops_budget_is_met_exactly(tmp_path, trained, selection):
+    # no tolerance: the budget alone stops pruning, at the first step that reaches it and not one step later
+    summary = prune_small(tmp_path, trained, f"prune.selection={selection}", "prune.tolerance=null",
+                          "prune.target_flops_ratio=2.5")  # fmt: skip
+    rows = _trajectory(tmp_path)
+    ratios = [_flops_ratio(rows[0], r) for r in rows[1:]]
+    assert ratios[-1] >= 2.5 > ratios[-2]
+    assert summary["flops_ratio"] == pytest.approx(ratios[-1])
+    assert summary["budget"]["met"] and summary["budget"]["stopped"] == "budget met"
+    if selection == "layerwise":  # the study's order: conv1 first, to min_units if need be
+        assert [r["layer"] for r in rows[1:]] == sorted((r["layer"] for r in rows[1:]), key=["conv1", "conv2"].index)
+
+
+def test_accuracy_running_out_first_is_reported(tmp_path, trained):
+    summary = prune_small(tmp_path, trained, "prune.tolerance=0", "prune.target_flops_ratio=20")
+    assert not summary["budget"]["met"] and summary["budget"]["flops_ratio"] < 20
+    assert summary["budget"]["stopped"] == "every layer done"
+
+
+def _fake_table(path, arch, ms):
+    """A table that holds every shape pruning `arch` can reach, with times from ms(layer, shape)."""
+    meta = machine("eager", torch.get_num_threads(), 1000)
+    archs = reachable(arch, ["conv1", "conv2", "fc1"], 1, 1)
+    shapes = {(layer, s) for a in archs for layer, s in layer_shapes(a).items()}
+    entries = {f"{layer}:" + ",".join(map(str, s)): ms(layer, s) for layer, s in shapes}
+    path.write_text(json.dumps({"meta": meta, "entries": entries}))
+    return path
+
+
+def _expensive_conv2(layer, shape):
+    return 10.0 * shape[-1] if layer == "conv2" else 1.0  # conv2's time grows with its channels; nothing else moves
+
+
+def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trained):
+    arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
+    table = _fake_table(tmp_path / "table.json", arch, _expensive_conv2)
+    prune_small(tmp_path / "latency", trained, "prune.selection=global", "prune.cost=latency", "prune.tolerance=null",
+                "prune.target_speedup=1.5", f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+    latency_layers = [r["layer"] for r in _trajectory(tmp_path / "latency")[1:]]
+    assert latency_layers and set(latency_layers) == {"conv2"}
+    assert _trajectory(tmp_path / "latency")[-1]["predicted_ms"]  # the trajectory carries predicted times
+    # with FLOPs as the cost, the same model and budget take other layers too
+    prune_small(tmp_path / "flops", trained, "prune.selection=global", "prune.cost=flops", "prune.tolerance=null",
+                "prune.target_flops_ratio=1.5")  # fmt: skip
+    assert set(r["layer"] for r in _trajectory(tmp_path / "flops")[1:]) != {"conv2"}
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (["prune.target_flops_ratio=0.5"], ConfigError, r"prune.target_flops_ratio=0.5 must be a number in \[1, inf\)"),
+        (["prune.target_flops_ratio=5000"], UserError, "cannot be met"),
+        (["prune.target_speedup=50"], UserError, "cannot be met on eager"),
+        (["latency.engine=tensorrt"], ConfigError, "latency.engine='tensorrt': use one of eager, onnxruntime"),
+        (["prune.selection=global", "prune.tolerance=null"], ConfigError, "would prune every layer to min_units"),
+    ],
+)
+def test_bad_budget_or_engine(tmp_path, trained, overrides, error, message):
+    arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
+    table = _fake_table(tmp_path / "table.json", arch, _expensive_conv2)
+    before = table.read_text()
+    with pytest.raises(error, match=message):
+        prune_small(tmp_path / "out", trained, f"latency.table={table}", "latency.engine=eager", *overrides)
+    assert not (tmp_path / "out" / "pruned.pt").exists() and table.read_text() == before
+
+
+def test_a_table_from_another_machine_is_refused(tmp_path, trained):
+    arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
+    table = _fake_table(tmp_path / "table.json", arch, _expensive_conv2)
+    saved = json.loads(table.read_text())
+    saved["meta"]["cpu"] = "Some Other CPU"
+    table.write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="measured elsewhere .*cpu 'Some Other CPU'"):
+        prune_small(tmp_path / "out", trained, "prune.cost=latency", "prune.selection=global",
+                    f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+    assert json.loads(table.read_text()) == saved
+
+
+def test_onnxruntime_missing_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as where it is not installed
+    cfg = compose_cfg(tmp_path, ["latency.engine=onnxruntime"], config_name="latency")
+    with pytest.raises(UserError, match="onnxruntime is not installed: pip install onnxruntime"):
+        LatencyTable.open(cfg.latency)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1", "fc2"])
+def test_onnx_layer_graph_computes_the_layer(layer):
+    import onnxruntime
+
+    shape = layer_shapes({"conv1_channels": 3, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5,
+                          "fc1_size": 7})[layer]  # fmt: skip
+    module, in_shape = _layer(layer, shape)
+    x = torch.randn(5, *in_shape)
+    session = onnxruntime.InferenceSession(_onnx_graph(module, in_shape), providers=["CPUExecutionProvider"])
+    torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), module(x).detach(),
+                               atol=1e-5, rtol=1e-4)  # fmt: skip
+
+
+def test_measured_table_is_cached_and_reused(tmp_path):
+    cfg = compose_cfg(tmp_path, [f"latency.dir={tmp_path}", "latency.batch_size=50", "latency.repeats=2",
+                                 "latency.engine=eager"], config_name="latency")  # fmt: skip
+    arch = {"conv1_channels": 4, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5, "fc1_size": 8}
+    table = LatencyTable.open(cfg.latency)
+    per_layer = table.layers_ms(arch)
+    assert table.measured == 4 and all(ms > 0 for ms in per_layer.values())
+    assert table.model_ms(arch) == pytest.approx(sum(per_layer.values()))
+    table.save()
+    again = LatencyTable.open(cfg.latency)
+    assert again.model_ms(arch) == table.model_ms(arch) and again.measured == 0  # read, not measured again
+    assert measure("fc2", (8,), "eager", 50, 1, 0) > 0
+    assert totals(arch)["study_flops"] > 0
