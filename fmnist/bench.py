@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fmnist import checkpoint, config, runs
 from fmnist.data import normalize, read_raw
@@ -133,6 +133,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         entry["engine"] = min(entry["seconds_by_engine"], key=entry["seconds_by_engine"].get)  # its fastest
         entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
+    predicted = predict(cfg, entries, b, len(x))
     orig, pruned = entries["original"], entries["pruned"]
     return {
         **entries,
@@ -150,7 +151,32 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "cpu": _cpu_name(),
         "torch": torch.__version__,
         "prune_dir": str(prune_dir.resolve()) if prune_dir else None,
+        "predicted": predicted,
     }
+
+
+def predict(cfg: DictConfig, entries: dict, b: DictConfig, images: int) -> dict:
+    """Each model's time as this machine's latency tables (fmnist/latency.py) predict it, beside the measured one,
+    for every timed engine that has a table here: how far the sum of per-layer times is from the whole model."""
+    from fmnist.latency import ENGINES as TABLED
+    from fmnist.latency import LatencyTable
+
+    out = {}
+    for engine in (e for e in b.engines if e in TABLED):
+        lat = OmegaConf.merge(cfg.latency, {"engine": engine, "batch_size": b.batch_size, "table": None})
+        table = LatencyTable.open(lat, torch.get_num_threads())
+        if not table.path.exists():
+            continue  # no table built for this engine here: nothing to check
+        batches = -(-images // b.batch_size)
+        out[engine] = {}
+        for name, entry in entries.items():
+            seconds = table.model_ms(entry["arch"]) * batches / 1000
+            measured = entry["seconds_by_engine"][engine]
+            out[engine][name] = {"predicted_s": seconds, "measured_s": measured, "error": seconds / measured - 1}
+        out[engine]["table"] = str(table.path)
+        if table.measured:
+            table.save()
+    return out
 
 
 def _cpu_name() -> str:
@@ -169,6 +195,11 @@ def main(cfg: DictConfig) -> float:
     out_dir = Path(cfg.paths.output_dir)
     result = bench(cfg, out_dir)
     runs.write_summary("bench", result, out_dir)
+    if result["prune_dir"]:  # the prune run learns its measured speedup (beside the one its table predicted)
+        summary = runs.read_summary(result["prune_dir"], "prune")
+        summary["measured"] = {k: result[k] for k in ("speedup", "speedup_by_engine", "engines", "cpu", "threads")}
+        summary["measured"]["bench_dir"] = str(out_dir.resolve())
+        runs.write_summary("prune", {k: v for k, v in summary.items() if k != "kind"}, result["prune_dir"])
     print(summary_text(result))
     return result["speedup"]
 
@@ -186,6 +217,11 @@ def summary_text(r: dict) -> str:
                      f"{r['speedup_by_engine'][e]:>7.2f}x")  # fmt: skip
     lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x  vs  "
                  f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~{PUBLISHED['speedup']}x)")  # fmt: skip
+    for engine, pred in r.get("predicted", {}).items():
+        lines.append(f"latency table ({engine}) predicts original {pred['original']['predicted_s']:.3f} s "
+                     f"({100 * pred['original']['error']:+.1f} %), pruned {pred['pruned']['predicted_s']:.3f} s "
+                     f"({100 * pred['pruned']['error']:+.1f} %): predicted speedup "
+                     f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x")  # fmt: skip
     for name, entry in (("original", o), ("pruned", p)):
         counts = layer_counts(entry["arch"])
         per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"

@@ -114,9 +114,13 @@ def test_checkpoint_of_another_architecture(tmp_path, trained):
 def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     prune_dir = tmp_path / "prune"
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")  # 100 -> 10 neurons
+    # this machine's eager latency table (1 thread, batch 1000), so the bench checks what it predicts
+    lat = f"latency.dir={tmp_path / 'lat'}"
+    run_cli("fmnist.latency", f"prune.checkpoint={trained}", "prune.layers=[fc1]", "prune.step=9",
+            "latency.engine=eager", "latency.repeats=2", "trainer.threads=1", lat)  # fmt: skip
     out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
                   "bench.images=3000", "trainer.threads=1", "bench.engines=[eager,channels_last,compile,onnxruntime]",
-                  f"hydra.run.dir={tmp_path / 'bench'}")  # fmt: skip
+                  f"hydra.run.dir={tmp_path / 'bench'}", lat)  # fmt: skip
     result = json.loads((tmp_path / "bench" / "summary.json").read_text())
     assert result["kind"] == "bench"
     orig, pruned = result["original"], result["pruned"]
@@ -136,6 +140,14 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
     assert set(pruned["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert "onnxruntime" in out.stdout and "FLOPs ratio" in out.stdout and "GMAC/s" in out.stdout
+    # only eager has a table here; its prediction is reported beside the measured time
+    assert set(result["predicted"]) == {"eager"} and "latency table (eager) predicts" in out.stdout
+    for name, entry in (("original", orig), ("pruned", pruned)):
+        pred = result["predicted"]["eager"][name]
+        assert pred["measured_s"] == entry["seconds_by_engine"]["eager"] and pred["predicted_s"] > 0
+        assert pred["error"] == pytest.approx(pred["predicted_s"] / pred["measured_s"] - 1)
+    measured = json.loads((prune_dir / "summary.json").read_text())["measured"]  # the prune run learns its speedup
+    assert measured["speedup"] == pytest.approx(result["speedup"])
 
 
 def test_bench_refuses_an_engine_that_computes_other_logits(tmp_path, trained, monkeypatch):
