@@ -105,10 +105,11 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     plt = _pyplot()
     colors = {"": "black", "conv1": "tab:blue", "conv2": "tab:orange", "fc1": "tab:green", "final": "tab:red"}
     paths = []
-    for name, x_key, x_label in (
-        ("prune_accuracy_vs_step.png", "step", "pruning step"),
-        ("prune_accuracy_vs_flops.png", "study_flops", "FLOPs per image (study's formula)"),
-    ):
+    views = [("prune_accuracy_vs_step.png", "step", "pruning step"),
+             ("prune_accuracy_vs_flops.png", "study_flops", "FLOPs per image (study's formula)")]  # fmt: skip
+    if all(r.get("predicted_ms") not in ("", None) for r in rows):  # a latency table was at hand
+        views.append(("prune_accuracy_vs_time.png", "predicted_ms", "predicted ms per batch (latency table)"))
+    for name, x_key, x_label in views:
         fig, ax = plt.subplots(figsize=(8, 4.8))
         for layer, color in colors.items():
             pts = [r for r in rows if r["layer"] == layer]
@@ -125,7 +126,7 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
         arch = f"({final['conv1_channels']}, {final['conv2_channels']}, {final['fc1_size']})"
         ax.set(xlabel=x_label, ylabel="accuracy (%)",
                title=f"norm pruning -> (c1, c2, f1) = {arch}; x = reverted step (beyond tolerance)")  # fmt: skip
-        if x_key == "study_flops":
+        if x_key in ("study_flops", "predicted_ms"):
             ax.set_xscale("log")
             ax.invert_xaxis()  # pruning goes right
         ax.grid(alpha=0.3)
@@ -135,6 +136,29 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(out_dir / name)
     return paths
+
+
+def speed_frontier(runs_: list[dict], study: tuple[float, float], out: Path) -> Path:
+    """Test accuracy vs speedup over the unpruned model, one line per prune run along its trajectory (predicted by
+    the latency table), its measured end point (fmnist.bench, each model on its fastest engine) as a star, and the
+    study's point: FLOPs-driven and latency-driven pruning side by side."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, run in enumerate(runs_):
+        color = f"C{i}"
+        ax.plot(run["speedups"], [100 * t for t in run["tests"]], "-o", ms=2, color=color, label=run["name"])
+        if run.get("measured"):
+            ax.plot(run["measured"], 100 * run["tests"][-1], "*", ms=14, color=color)
+    ax.plot(study[0], 100 * study[1], "kD", ms=8, label=f"study (1, 7, 72): ~{study[0]:g}x, {100 * study[1]:.2f} %")
+    ax.set(xlabel="speedup over the unpruned model (lines: predicted by the latency table; stars: measured)",
+           ylabel="test accuracy (%)", title="Accuracy vs speed of pruned models")  # fmt: skip
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def sweep_curves(rows: list[dict], out: Path, title: str) -> Path:

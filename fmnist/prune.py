@@ -227,7 +227,9 @@ def prune(cfg: DictConfig) -> dict:
     model, ckpt = checkpoint.load_model(source)
     log.info("pruning %s (architecture %s)", source, model.arch)
     set_threads(cfg.trainer.threads)
-    table = LatencyTable.open(cfg.latency, cfg.trainer.threads) if p.cost == "latency" or p.target_speedup else None
+    table = LatencyTable.open(cfg.latency, cfg.trainer.threads)
+    if not (p.cost == "latency" or p.target_speedup or table.path.exists()):
+        table = None  # not needed, none built: no predicted times (when one exists, every trajectory shows them)
     try:
         budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -152,6 +152,53 @@ def _frontier(points: list[dict]) -> list[dict]:
     return front
 
 
+def method_name(p: dict) -> str:
+    """How a prune run chose its steps and when it stopped, from its config."""
+    name = f"norm ({p['criterion']})"
+    if p.get("selection") == "global":
+        name += f", global by {p['cost']}"
+    budget = [f"{k.split('_', 1)[1]} {p[k]}x" for k in ("target_flops_ratio", "target_speedup") if p.get(k)]
+    return name + (f", budget: {' and '.join(budget)}" if budget else "")
+
+
+def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
+    """Accuracy vs speed of the prune runs that had a latency table: predicted along the way, measured at the end."""
+    from fmnist.plots import speed_frontier
+
+    lines, curves = [], []
+    for d in dirs:
+        s = runs.read_summary(d, "prune")
+        rows = [r for r in runs.read_csv(d / "trajectory.csv") if r["status"] != "reverted"]
+        if not rows or any(r.get("predicted_ms") in ("", None) for r in rows):
+            continue
+        base = float(rows[0]["predicted_ms"])
+        measured = (s.get("measured") or {}).get("speedup")
+        curves.append({"name": f"{d.name}: {method_name(s['prune'])}", "measured": measured,
+                       "speedups": [base / float(r["predicted_ms"]) for r in rows],
+                       "tests": [float(r["test_accuracy"]) for r in rows]})  # fmt: skip
+        eager = (s.get("measured") or {}).get("speedup_by_engine", {}).get("eager")
+        lines.append(f"| `{d.name}` | {method_name(s['prune'])} | {widths(s['after']['arch'])} | "
+                     f"{s['flops_ratio']:.2f}x | {base / float(rows[-1]['predicted_ms']):.2f}x | "
+                     f"{f'{measured:.2f}x' if measured else 'not benched'} | {f'{eager:.2f}x' if eager else '-'} | "
+                     f"{pct(s['after']['test_accuracy'])} |")  # fmt: skip
+    if not curves:
+        return ""
+    study_ratio = totals(preset("medium"))["study_flops"] / totals(pruned_arch())["study_flops"]
+    plot = speed_frontier(curves, (STUDY["speedup"], STUDY["pruned_test_accuracy"]), out_dir / "speed_frontier.png")
+    images.append(plot)
+    return "\n".join([
+        "### Accuracy vs measured speed\n",
+        "Predicted speedups come from the per-layer latency table (`python -m fmnist.latency`), measured ones from "
+        "`fmnist.bench` (each model on its fastest engine; eager: both in plain PyTorch, as the study timed).\n",
+        "| run | method | (c1, c2, f1) | FLOPs ratio | predicted speedup | measured speedup | eager | test (%) |",
+        "|---|---|---|---|---|---|---|---|", *lines,
+        f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {study_ratio:.2f}x | - | ~{STUDY['speedup']}x "
+        "(eager) | - | "
+        f"{pct(STUDY['pruned_test_accuracy'])} |\n",
+        f"![accuracy vs speed]({plot})\n",
+    ])  # fmt: skip
+
+
 def section_prune(dirs: list[Path], images: list[Path]) -> str:
     out = ["## 4. Pruning\n"]
     if not dirs:
@@ -164,7 +211,8 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
         s = runs.read_summary(d, "prune")
         a, b, p = s["after"], s["before"], s["prune"]
         method = (
-            f"norm ({p['criterion']}), tolerance {p['tolerance']}"
+            method_name(p)
+            + f", tolerance {p['tolerance']}"
             + (f", fine-tune {p['finetune_epochs']} epoch/step" if p["finetune_epochs"] else ", no fine-tuning (study)")
             + (f", final fine-tune {p['final_finetune_epochs']} epochs" if p.get("final_finetune_epochs") else "")
         )
@@ -227,6 +275,7 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
         section_sweep(found["sweep"], top, images),
         section_compare(found["compare"], images),
         section_prune(found["prune"], images),
+        section_speed(found["prune"], out_dir, images),
         section_bench(found["bench"]),
     ]
     md = "\n".join(sections)

@@ -40,7 +40,7 @@ def prune_small(out_dir: Path, checkpoint: Path, *overrides: str) -> dict:
     from fmnist.prune import prune
 
     return prune(small_cfg(out_dir, f"prune.checkpoint={checkpoint}", "data.subset=3000", "data.val_size=500",
-                           *overrides, config_name="prune"))  # fmt: skip
+                           f"latency.dir={out_dir}/latency", *overrides, config_name="prune"))  # fmt: skip
 
 
 def run_cli(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 600, env: dict | None = None):

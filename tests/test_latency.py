@@ -11,6 +11,7 @@ from fmnist import checkpoint
 from fmnist.errors import ConfigError, UserError
 from fmnist.flops import totals
 from fmnist.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, reachable
+from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
 
 
@@ -65,6 +66,10 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
     latency_layers = [r["layer"] for r in _trajectory(tmp_path / "latency")[1:]]
     assert latency_layers and set(latency_layers) == {"conv2"}
     assert _trajectory(tmp_path / "latency")[-1]["predicted_ms"]  # the trajectory carries predicted times
+    assert (tmp_path / "latency" / "prune_accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    images = []
+    section = section_speed([tmp_path / "latency"], tmp_path, images)  # the report's accuracy-vs-speed frontier
+    assert "global by latency, budget: speedup 1.5x" in section and images == [tmp_path / "speed_frontier.png"]
     # with FLOPs as the cost, the same model and budget take other layers too
     prune_small(tmp_path / "flops", trained, "prune.selection=global", "prune.cost=flops", "prune.tolerance=null",
                 "prune.target_flops_ratio=1.5")  # fmt: skip
