@@ -57,8 +57,10 @@ def _run(row: dict, out: Path, extra: list[str]) -> tuple[str, str]:
 def retrain(sweep_dir: Path, out: Path, jobs: int = 1, extra: list[str] = ()) -> dict:
     rows = configurations(sweep_dir)
     started = time.perf_counter()
+    # longest first (most steps: the smallest batches), so the last runs do not leave the other slots idle
+    longest_first = sorted(rows, key=lambda r: (int(r["batch_size"]) / int(r["max_epochs"]), int(r["trial"])))
     with ThreadPoolExecutor(jobs) as pool:  # threads only wait: each run is its own process
-        for trial, outcome in pool.map(lambda r: _run(r, out, list(extra)), rows):
+        for trial, outcome in pool.map(lambda r: _run(r, out, list(extra)), longest_first):
             print(f"trial {trial}: {outcome}", flush=True)
     return compare(rows, out, time.perf_counter() - started, jobs, extra)
 
