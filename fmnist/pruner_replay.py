@@ -71,7 +71,7 @@ def _retrained_curves(folder: Path, metric: str) -> list[dict]:
     """The whole curves of `python -m fmnist.retrain`'s runs, in the sweep's trial order."""
     trials = json.loads((folder / "retrain.json").read_text())["trials"]
     curves = [_curve(t["trial"], folder / str(t["trial"]), int(t["config"]["max_epochs"]), t["status"] == "diverged",
-                     metric) for t in trials if t["status"] in ("completed", "diverged")]  # fmt: skip
+                     metric) for t in trials if t["status"] in ("completed", "diverged") and t["epochs"]]  # fmt: skip
     if len(curves) < 2:
         raise UserError(f"{folder} has {len(curves)} retrained run(s) with a curve: a replay needs several")
     return curves

@@ -37,6 +37,7 @@ from fmnist.sweep_summary import DUPLICATE, SPANS, configuration, summarize
 log = logging.getLogger(__name__)
 
 WORKER, STALE = "fmnist:worker", "fmnist:stale"  # trial system attrs
+TWIN_POLL, TWIN_STALL = 10.0, 900.0  # seconds: how often a repeated proposal checks its running twin; when to give up
 
 
 def _proc_start(pid: int) -> str | None:
@@ -101,6 +102,22 @@ def earlier_run(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:
         if DUPLICATE not in t.system_attrs and t.number != trial.number and _what_it_trains(t) == key:
             return t
     return None
+
+
+def running_twin(study: optuna.Study, trial, others: set[int]) -> optuna.trial.FrozenTrial | None:
+    """A trial another worker is training right now with exactly this trial's configuration (TPE in Optuna 2.10
+    does not see running trials, so two workers can draw the same point at once: 2 of 40 in a study-scale sweep)."""
+    key = _what_it_trains(trial)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number not in others and DUPLICATE not in t.system_attrs and _what_it_trains(t) == key:
+            return t
+    return None
+
+
+def last_activity(folder: Path, since: float) -> float:
+    """When a trial's job last wrote anything (metrics.csv is rewritten every epoch); `since` if nothing yet."""
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return max([since, *times])
 
 
 @contextmanager
@@ -201,6 +218,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 for trial in trials:
                     trial.set_system_attr(WORKER, me)
                 overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed)
+                for trial in trials:
+                    self._await_twin(study, trial, {t.number for t in trials})
                 fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
                 repeats = 0 if fresh else repeats + len(trials)
                 if repeats >= MAX_REPEATS:
@@ -231,6 +250,23 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         )
         result = summarize(sweep_dir, study)
         log.info("best trial %d: val %.2f%%, written to %s", best.number, 100 * best.value, result["best_json"])
+
+    def _await_twin(self, study: optuna.Study, trial, batch: set[int]) -> None:
+        """Wait while another worker trains this very configuration, so `_repeat` can answer with its outcome instead
+        of training the same curve twice; give up on a twin whose job has written nothing for TWIN_STALL seconds
+        (its worker is gone) and train it here."""
+        sweep_dir, waited_for = Path(self.config.hydra.sweep.dir), None
+        while (twin := running_twin(study, trial, batch)) is not None:
+            idle = time.time() - last_activity(sweep_dir / str(twin.number), twin.datetime_start.timestamp())
+            if idle > TWIN_STALL:
+                log.warning("trial %d repeats running trial %d, whose job wrote nothing for %.0f s: training it here",
+                            trial.number, twin.number, idle)  # fmt: skip
+                return
+            if waited_for != twin.number:
+                log.info("trial %d repeats trial %d, running in another worker: waiting for its outcome",
+                         trial.number, twin.number)  # fmt: skip
+                waited_for = twin.number
+            time.sleep(TWIN_POLL)
 
     def _repeat(self, study: optuna.Study, trial) -> bool:
         """Answer a proposal that repeats a finished trial with that trial's outcome, without training it again; it

@@ -274,3 +274,26 @@ def test_repeated_proposals_are_answered_without_training(tmp_path, data_root):
     assert len(trained) == 2
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["repeated_proposals"] >= 50 and summary["epochs_trained"] == 2
+
+
+def test_a_proposal_twin_of_a_running_trial_is_found_and_the_last_write_dates_it(tmp_path):
+    # two workers can draw the same point while the first trains it: the second must see the running twin
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from fmnist.sweep import last_activity, running_twin
+
+    study = optuna.create_study(direction="maximize")
+    space = {"model.fc1_size": CategoricalDistribution([50, 100])}
+    first = study.ask(space)
+    while (second := study.ask(space)).params != first.params:
+        study.tell(second, 0.5)
+    assert running_twin(study, second, {second.number}).number == first.number
+    assert running_twin(study, second, {first.number, second.number}) is None  # same batch: launched together
+    study.tell(first, 0.9)
+    assert running_twin(study, second, {second.number}) is None  # finished: now a plain repeat
+    folder = tmp_path / str(first.number)
+    assert last_activity(folder, 123.0) == 123.0  # no job folder yet: its start time
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "metrics.csv").write_text("epoch\n1\n")
+    assert last_activity(folder, 123.0) == pytest.approx(time.time(), abs=60)
