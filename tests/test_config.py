@@ -166,3 +166,12 @@ def test_readme_prune_presets_match_the_config():
         key = key_cell.strip("`")
         for name, cell in (("norm", norm_cell), ("norm_finetune", finetune_cell)):
             assert _literal(cell) == presets[name][key], f"README: prune={name} {key} = {cell}"
+
+
+def test_readme_latency_keys_match_the_config():
+    latency = _compose("prune")[1]["latency"]
+    rows = _readme_table("| `latency.` key |")
+    assert {row[0].strip("`") for row in rows} == set(latency)
+    for key_cell, default_cell, _ in rows:
+        key = key_cell.strip("`")
+        assert _literal(default_cell) == latency[key] or default_cell.strip("`") == latency[key], key
