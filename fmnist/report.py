@@ -157,7 +157,8 @@ def method_name(p: dict) -> str:
     name = f"norm ({p['criterion']})"
     if p.get("selection") == "global":
         name += f", global by {p['cost']}"
-    budget = [f"{k.split('_', 1)[1]} {p[k]}x" for k in ("target_flops_ratio", "target_speedup") if p.get(k)]
+    budget = [f"{label} {p[k]}x" for k, label in (("target_flops_ratio", "FLOPs ratio"), ("target_speedup", "speedup"))
+              if p.get(k)]  # fmt: skip
     return name + (f", budget: {' and '.join(budget)}" if budget else "")
 
 
