@@ -32,6 +32,8 @@ def compose_cfg(out_dir: Path, overrides: list[str] = (), config_name: str = "co
 
 
 def small_cfg(out_dir: Path, *overrides: str, config_name: str = "config"):
+    if config_name in ("prune", "bench", "latency"):  # never a latency table cached under the repo's outputs/
+        overrides = (f"latency.dir={out_dir}/latency", *overrides)
     return compose_cfg(out_dir, [*SMALL, *overrides], config_name)
 
 
@@ -40,7 +42,7 @@ def prune_small(out_dir: Path, checkpoint: Path, *overrides: str) -> dict:
     from fmnist.prune import prune
 
     return prune(small_cfg(out_dir, f"prune.checkpoint={checkpoint}", "data.subset=3000", "data.val_size=500",
-                           f"latency.dir={out_dir}/latency", *overrides, config_name="prune"))  # fmt: skip
+                           *overrides, config_name="prune"))  # fmt: skip
 
 
 def run_cli(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 600, env: dict | None = None):
