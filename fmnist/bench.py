@@ -159,14 +159,14 @@ def predict(cfg: DictConfig, entries: dict, b: DictConfig, images: int) -> dict:
     """Each model's time as this machine's latency tables (fmnist/latency.py) predict it, beside the measured one,
     for every timed engine that has a table here: how far the sum of per-layer times is from the whole model."""
     from fmnist.latency import ENGINES as TABLED
-    from fmnist.latency import LatencyTable
+    from fmnist.latency import LatencyTable, table_path
 
     out = {}
     for engine in (e for e in b.engines if e in TABLED):
         lat = OmegaConf.merge(cfg.latency, {"engine": engine, "batch_size": b.batch_size, "table": None})
-        table = LatencyTable.open(lat, torch.get_num_threads())
-        if not table.path.exists():
+        if not table_path(lat, torch.get_num_threads()).exists():
             continue  # no table built for this engine here: nothing to check
+        table = LatencyTable.open(lat, torch.get_num_threads())
         batches = -(-images // b.batch_size)
         out[engine] = {}
         for name, entry in entries.items():

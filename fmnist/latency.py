@@ -34,14 +34,19 @@ LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
 def machine(engine: str, threads: int, batch_size: int) -> dict:
-    """What a table's times depend on; a table is valid only where all of it matches."""
+    """What a table's times depend on (with ONNX Runtime's version too, added by LatencyTable.open); a table is
+    valid only where all of it matches."""
     from fmnist.bench import _cpu_name
 
-    meta = {"cpu": _cpu_name(), "engine": engine, "torch": torch.__version__, "threads": threads,
+    return {"cpu": _cpu_name(), "engine": engine, "torch": torch.__version__, "threads": threads,
             "batch_size": batch_size}  # fmt: skip
-    if engine == "onnxruntime":
-        meta["onnxruntime"] = _onnxruntime().__version__
-    return meta
+
+
+def table_path(lat: DictConfig, threads: int | None = None) -> Path:
+    """latency.table, or where this machine's cached table for latency.engine lives; it may not exist yet."""
+    if lat.table:
+        return Path(lat.table)
+    return Path(lat.dir) / cache_name(machine(lat.engine, threads or torch.get_num_threads(), lat.batch_size))
 
 
 def _onnxruntime():
@@ -148,7 +153,9 @@ class LatencyTable:
         if lat.engine not in ENGINES:
             raise UserError(f"latency.engine={lat.engine!r}: per-layer tables exist for {', '.join(ENGINES)}")
         meta = machine(lat.engine, threads or torch.get_num_threads(), lat.batch_size)
-        path = Path(lat.table) if lat.table else Path(lat.dir) / cache_name(meta)
+        if lat.engine == "onnxruntime":
+            meta["onnxruntime"] = _onnxruntime().__version__
+        path = table_path(lat, threads)
         entries = {}
         if path.exists():
             try:
@@ -191,6 +198,11 @@ def cache_name(meta: dict) -> str:
     return f"{meta['engine']}-torch{meta['torch']}-t{meta['threads']}-b{meta['batch_size']}-cpu{cpu}.json"
 
 
+def lattice(width: int, step: int, min_units: int) -> list[int]:
+    """The widths a layer of `width` units passes through, `step` units at a time, never below min_units."""
+    return list(range(width, min_units - 1, -step)) or [width]
+
+
 def reachable(arch: dict, layers, step, min_units: int) -> list[dict]:
     """Every architecture pruning `layers` of `arch` by their steps can reach (widths on each layer's lattice)."""
     from fmnist.model import WIDTHS
@@ -198,7 +210,7 @@ def reachable(arch: dict, layers, step, min_units: int) -> list[dict]:
     options = {}
     for layer, key in WIDTHS.items():
         s = step if isinstance(step, int) else step.get(layer, 1)
-        options[key] = list(range(arch[key], min_units - 1, -s)) if layer in layers else [arch[key]]
+        options[key] = lattice(arch[key], s, min_units) if layer in layers else [arch[key]]
     archs = [dict(arch)]
     for key, widths in options.items():
         archs = [{**a, key: w} for a in archs for w in widths]

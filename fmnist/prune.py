@@ -24,7 +24,7 @@ from fmnist import checkpoint, config, runs
 from fmnist.data import load_splits
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import totals
-from fmnist.latency import LatencyTable
+from fmnist.latency import LatencyTable, lattice, table_path
 from fmnist.loop import evaluate, finetune, resolve_device, set_threads
 from fmnist.model import WIDTHS as LAYERS  # prunable layer -> its width key
 from fmnist.model import FashionCNN, build, widths
@@ -84,11 +84,8 @@ def _row(step, layer, unit, norm, model, val, test, status, table=None) -> dict:
 
 def floor_arch(arch: dict, p) -> dict:
     """The smallest architecture pruning can reach: every pruned layer stepped down as far as min_units allows."""
-    out = dict(arch)
-    for layer in p.layers:
-        width, step = arch[LAYERS[layer]], _step(p, layer)
-        out[LAYERS[layer]] = width - max(0, (width - p.min_units) // step) * step
-    return out
+    return {**arch, **{LAYERS[layer]: lattice(arch[LAYERS[layer]], _step(p, layer), p.min_units)[-1]
+                       for layer in p.layers}}  # fmt: skip
 
 
 def _step(p, layer: str) -> int:
@@ -192,8 +189,9 @@ class _Pruning:
         """Beyond the study: at every step, each layer's weakest unit(s) are removed in turn and fine-tuned alike;
         the candidate that loses the least validation accuracy per unit of cost saved (FLOPs or predicted time) is
         taken. Stops at the budget, or at the first step beyond the tolerance."""
+        before = self.base_val  # the current model's validation accuracy, from its own step
         while not self.budget.met(model.arch):
-            before, state, cost = self.val(model), self.shuffle.get_state(), self.cost(model.arch)
+            state, cost = self.shuffle.get_state(), self.cost(model.arch)
             candidates = []
             for layer in self.p.layers:
                 if model.arch[LAYERS[layer]] - _step(self.p, layer) < self.p.min_units:
@@ -215,7 +213,7 @@ class _Pruning:
             self.shuffle.set_state(state)
             if not self.record(layer, units, norms, candidate, val, self.scores(candidate)[1]):
                 return model, f"tolerance: the best next step ({layer}) loses more than {self.p.tolerance}"
-            model = candidate
+            model, before = candidate, val
         return model, "budget met"
 
 
@@ -227,9 +225,9 @@ def prune(cfg: DictConfig) -> dict:
     model, ckpt = checkpoint.load_model(source)
     log.info("pruning %s (architecture %s)", source, model.arch)
     set_threads(cfg.trainer.threads)
-    table = LatencyTable.open(cfg.latency, cfg.trainer.threads)
-    if not (p.cost == "latency" or p.target_speedup or table.path.exists()):
-        table = None  # not needed, none built: no predicted times (when one exists, every trajectory shows them)
+    # needed, or built already (then every trajectory shows predicted times); otherwise no table is touched
+    needed = p.cost == "latency" or p.target_speedup or table_path(cfg.latency, cfg.trainer.threads).exists()
+    table = LatencyTable.open(cfg.latency, cfg.trainer.threads) if needed else None
     try:
         budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -29,13 +29,16 @@ PRUNERS = ("asha", "hyperband", "median", "none")
 
 
 def build_pruner(name: str, max_epochs: int):
-    """The pruner of `hydra/sweeper/pruner=NAME`, from the same YAML a sweep uses (max_resource = max_epochs)."""
+    """The pruner of `hydra/sweeper/pruner=NAME`, from the same YAML a sweep uses (max_resource = max_epochs);
+    `NAME:key=value,key=value` changes its settings (asha:min_resource=3), as hydra.sweeper.pruner.key=value would."""
+    name, _, changes = name.partition(":")
     path = PRUNER_DIR / f"{name}.yaml"
     if not path.exists():
         raise UserError(
             f"unknown pruner {name!r}: use one of {', '.join(p.stem for p in sorted(PRUNER_DIR.glob('*.yaml')))}"
         )
-    return instantiate(OmegaConf.create({"trainer": {"max_epochs": max_epochs}, "pruner": OmegaConf.load(path)}).pruner)
+    pruner = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(changes.split(",") if changes else []))
+    return instantiate(OmegaConf.create({"trainer": {"max_epochs": max_epochs}, "pruner": pruner}).pruner)
 
 
 def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
@@ -175,7 +178,8 @@ def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="an unpruned sweep (pruner=none) or a fmnist.retrain folder")
-    parser.add_argument("--pruners", nargs="+", default=list(PRUNERS), help="names from hydra/sweeper/pruner")
+    parser.add_argument("--pruners", nargs="+", default=list(PRUNERS),
+                        help="names from hydra/sweeper/pruner, each optionally NAME:key=value,...")  # fmt: skip
     parser.add_argument("--orders", type=int, default=20, help="random trial orders besides the sweep's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")
     args = parser.parse_args(argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fmnist import runs
 from fmnist.errors import UserError
+from fmnist.report import pct
 from fmnist.sweep_summary import params
 
 RETRAINED = ("COMPLETE", "PRUNED", "DIVERGED")  # a failed trial trained nothing: its failure is not a curve
@@ -108,20 +109,16 @@ def compare(rows: list[dict], out: Path, seconds: float, jobs: int, extra) -> di
     return result
 
 
-def _pct(value) -> str:
-    return f"{100 * value:.2f}" if value is not None else "-"
-
-
 def markdown(r: dict) -> str:
     by = {t["trial"]: t for t in r["trials"]}
     pick, whole = by[r["sweep_pick"]], by[r["unpruned_pick"]]
     verdict = (
         f"pruning **lost** the best configuration: the whole curves pick trial {whole['trial']} (val "
-        f"{_pct(whole['val_accuracy'])} %, test {_pct(whole['test_accuracy'])} %); the sweep's pick ranks "
-        f"{r['sweep_pick_rank']} (val {_pct(pick['val_accuracy'])} %, test {_pct(pick['test_accuracy'])} %)"
+        f"{pct(whole['val_accuracy'])} %, test {pct(whole['test_accuracy'])} %); the sweep's pick ranks "
+        f"{r['sweep_pick_rank']} (val {pct(pick['val_accuracy'])} %, test {pct(pick['test_accuracy'])} %)"
         if r["lost_best"]
         else f"pruning kept the best configuration: trial {pick['trial']} is also the pick of the whole curves "
-        f"(val {_pct(pick['val_accuracy'])} %, test {_pct(pick['test_accuracy'])} %)"
+        f"(val {pct(pick['val_accuracy'])} %, test {pct(pick['test_accuracy'])} %)"
     )
     cols = list(r["trials"][0]["config"])
     lines = [
@@ -137,7 +134,7 @@ def markdown(r: dict) -> str:
     for t in sorted(r["trials"], key=lambda t: -(t["val_accuracy"] or 0)):
         lines.append(
             f"| {t['trial']} | {' | '.join(str(t['config'][c]) for c in cols)} | {t['sweep_state']} | "
-            f"{t['sweep_epochs']} | {_pct(t['sweep_val'])} | {_pct(t['val_accuracy'])} | {_pct(t['test_accuracy'])} "
+            f"{t['sweep_epochs']} | {pct(t['sweep_val'])} | {pct(t['val_accuracy'])} | {pct(t['test_accuracy'])} "
             f"| {t['best_epoch'] or '-'} |"
         )
     return "\n".join(lines) + "\n"

@@ -107,13 +107,16 @@ def test_a_table_from_another_machine_is_refused(tmp_path, trained):
     assert json.loads(table.read_text()) == saved
 
 
-def test_onnxruntime_missing_says_what_to_do(tmp_path, monkeypatch):
+def test_onnxruntime_missing_says_what_to_do(tmp_path, trained, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as where it is not installed
     cfg = compose_cfg(tmp_path, ["latency.engine=onnxruntime"], config_name="latency")
     with pytest.raises(UserError, match="onnxruntime is not installed: pip install onnxruntime"):
         LatencyTable.open(cfg.latency)
+    # a prune that needs no table never touches the engine (latency.engine=onnxruntime is the default)
+    summary = prune_small(tmp_path / "plain", trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    assert summary["predicted_speedup"] is None
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1", "fc2"])

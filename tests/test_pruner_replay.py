@@ -20,6 +20,12 @@ def test_asha_stops_the_clearly_worse_trial_after_its_first_epoch():
     assert out["picked"] == 2
 
 
+def test_a_pruner_setting_can_be_changed_by_name():
+    # asha's first rung at epoch 3 of 3: nothing is left to cut, so the clearly worse trial trains to the end too
+    out = replay([_curve(0, GOOD), _curve(1, BAD), _curve(2, BETTER)], build_pruner("asha:min_resource=3", 3))
+    assert out["epochs"] == {0: 3, 1: 3, 2: 3}
+
+
 def test_no_pruner_trains_everything_and_a_diverged_trial_is_never_picked():
     curves = [_curve(0, GOOD), _curve(1, [0.95], diverged=True), _curve(2, BETTER)]
     out = replay(curves, build_pruner("none", 3))
