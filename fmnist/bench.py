@@ -19,6 +19,8 @@ from fmnist import checkpoint, config, runs
 from fmnist.data import normalize, read_raw
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import layer_counts, totals
+from fmnist.latency import ENGINES as TABLED
+from fmnist.latency import LatencyTable, layer_shapes, measure, table_path
 from fmnist.loop import evaluate, resolve_device, set_threads
 from fmnist.model import widths
 from fmnist.study import PUBLISHED
@@ -123,17 +125,24 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                 raise RuntimeError(f"engine {e} computes other logits than the {name} model (max difference {diff:.3g})"
                                    ": it would be timed doing something else; drop it from bench.engines")  # fmt: skip
             entries[name]["max_abs_logit_diff"][e] = diff
+    tabled = _tabled(cfg, b)
+    layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
     for r in range(b.warmup + b.repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
             seconds = _one_pass(run, x, b.batch_size)
             if r >= b.warmup:
                 entries[name]["seconds_all"][e].append(seconds)
+        if r >= b.warmup:  # the table's method, timed now: each model's layers alone, in the same rounds
+            for (name, e), sums in layer_sums.items():
+                shapes = layer_shapes(entries[name]["arch"]).items()
+                sums.append(sum(measure(layer, shape, e, b.batch_size, tabled[e].repeats, tabled[e].warmup)
+                                for layer, shape in shapes))  # fmt: skip
     for entry in entries.values():
         entry["seconds_by_engine"] = {e: statistics.median(s) for e, s in entry["seconds_all"].items()}
         entry["engine"] = min(entry["seconds_by_engine"], key=entry["seconds_by_engine"].get)  # its fastest
         entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
-    predicted = predict(cfg, entries, b, len(x))
+    predicted = predict(tabled, entries, layer_sums, b, len(x))
     orig, pruned = entries["original"], entries["pruned"]
     return {
         **entries,
@@ -155,24 +164,31 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     }
 
 
-def predict(cfg: DictConfig, entries: dict, b: DictConfig, images: int) -> dict:
-    """Each model's time as this machine's latency tables (fmnist/latency.py) predict it, beside the measured one,
-    for every timed engine that has a table here: how far the sum of per-layer times is from the whole model."""
-    from fmnist.latency import ENGINES as TABLED
-    from fmnist.latency import LatencyTable, table_path
-
+def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
+    """The timed engines that have a latency table on this machine, each with its latency settings."""
     out = {}
     for engine in (e for e in b.engines if e in TABLED):
         lat = OmegaConf.merge(cfg.latency, {"engine": engine, "batch_size": b.batch_size, "table": None})
-        if not table_path(lat, torch.get_num_threads()).exists():
-            continue  # no table built for this engine here: nothing to check
+        if table_path(lat, torch.get_num_threads()).exists():
+            out[engine] = lat
+    return out
+
+
+def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images: int) -> dict:
+    """Each model's time as this machine's latency tables (fmnist/latency.py) predict it, beside the measured one:
+    how far the sum of per-layer times is from the whole model. The same sum timed in the bench's own rounds
+    (`now_*`) tells the method's error apart from the machine's drift since the table was built."""
+    out = {}
+    batches = -(-images // b.batch_size)
+    for engine, lat in tabled.items():
         table = LatencyTable.open(lat, torch.get_num_threads())
-        batches = -(-images // b.batch_size)
         out[engine] = {}
         for name, entry in entries.items():
             seconds = table.model_ms(entry["arch"]) * batches / 1000
+            now = statistics.median(layer_sums[name, engine]) * batches / 1000
             measured = entry["seconds_by_engine"][engine]
-            out[engine][name] = {"predicted_s": seconds, "measured_s": measured, "error": seconds / measured - 1}
+            out[engine][name] = {"predicted_s": seconds, "measured_s": measured, "error": seconds / measured - 1,
+                                 "now_s": now, "now_error": now / measured - 1}  # fmt: skip
         out[engine]["table"] = str(table.path)
         if table.measured:
             table.save()
@@ -221,7 +237,9 @@ def summary_text(r: dict) -> str:
         lines.append(f"latency table ({engine}) predicts original {pred['original']['predicted_s']:.3f} s "
                      f"({100 * pred['original']['error']:+.1f} %), pruned {pred['pruned']['predicted_s']:.3f} s "
                      f"({100 * pred['pruned']['error']:+.1f} %): predicted speedup "
-                     f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x")  # fmt: skip
+                     f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x; its layers timed in "
+                     f"these rounds: original {100 * pred['original']['now_error']:+.1f} %, pruned "
+                     f"{100 * pred['pruned']['now_error']:+.1f} %")  # fmt: skip
     for name, entry in (("original", o), ("pruned", p)):
         counts = layer_counts(entry["arch"])
         per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"

@@ -117,6 +117,12 @@ def check_prune(p: DictConfig) -> None:
     _choice(p.cost, "prune.cost", ("flops", "latency"))
     _optional(_number, p.target_flops_ratio, "prune.target_flops_ratio", 1)
     _optional(_number, p.target_speedup, "prune.target_speedup", 1)
+    _optional(_number, p.min_saving, "prune.min_saving", 0, 1, low_open=True, high_open=True)
+    if p.min_saving and p.selection != "global":
+        raise ConfigError(
+            "prune.min_saving sizes global selection's candidates: set prune.selection=global, "
+            "or prune.min_saving=null for the study's one step at a time"
+        )
     if p.selection == "global" and p.tolerance is None and not (p.target_flops_ratio or p.target_speedup):
         raise ConfigError(
             "prune.selection=global with no tolerance and no budget would prune every layer to "

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from fmnist import runs
 from fmnist.errors import UserError
+from fmnist.study import PUBLISHED
 
 PRUNER_DIR = Path(__file__).resolve().parent.parent / "conf" / "hydra" / "sweeper" / "pruner"
 PRUNERS = ("asha", "hyperband", "median", "none")
@@ -83,14 +84,14 @@ def _retrained_curves(folder: Path, metric: str) -> list[dict]:
 def replay(curves: list[dict], pruner) -> dict:
     """Run `curves` in their order through `pruner`, as fmnist's sweep does: a trial reports after every epoch and
     is asked before all but its last; a diverged one stops at its curve's end and is told PRUNED, as the sweeper does.
-    Returns epochs trained per trial and the trial picked (best value among the completed ones)."""
+    Returns epochs trained per trial, the completed trials ranked by value, and the trial picked (the first)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a fixed name: Hyperband picks a trial's bracket from the study name (an unnamed study gets a random one)
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
                                 sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
-    epochs, picked, best = {}, None, float("-inf")
+    epochs, completed = {}, []
     for curve in curves:
         trial, stopped = study.ask(), curve["diverged"]
         for epoch, value in enumerate(curve["values"], 1):
@@ -102,11 +103,10 @@ def replay(curves: list[dict], pruner) -> dict:
         if stopped:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
-        value = max(curve["values"])
-        study.tell(trial, value)
-        if value > best:
-            picked, best = curve, value
-    return {"epochs": epochs, "picked": picked["trial"] if picked else None}
+        study.tell(trial, max(curve["values"]))
+        completed.append(curve)
+    ranked = sorted(completed, key=lambda c: -max(c["values"]))  # stable: the earlier of two equal values first
+    return {"epochs": epochs, "picked": ranked[0]["trial"] if ranked else None, "ranked": [c["trial"] for c in ranked]}
 
 
 def test_at_best(curve: dict) -> float:
@@ -124,8 +124,16 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:.1f} %" if value is not None else "-"
 
 
-def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0) -> list[dict]:
-    """Each pruner over the sweep's own order and `orders` random ones: epochs share, picks, their test accuracy."""
+def meets(ranked: list[dict], target: float, top3=PUBLISHED["top3_test_accuracy"]) -> tuple[bool, bool]:
+    """Whether a sweep's ranked completed trials reach the test targets: its pick >= target, and its top three each
+    >= the study's best three (three completed trials needed)."""
+    tests = [test_at_best(c) for c in ranked[:3]]
+    return bool(tests) and tests[0] >= target, len(tests) == 3 and all(t >= g for t, g in zip(tests, top3, strict=True))
+
+
+def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0, target: float = 0.905) -> list[dict]:
+    """Each pruner over the sweep's own order and `orders` random ones: epochs share, picks, their test accuracy,
+    how many trials complete, and how often the pick and the top three reach the test targets."""
     by_trial = {c["trial"]: c for c in curves}
     full = sum(len(c["values"]) for c in curves)  # the unpruned sweep's epochs (diverged trials stopped there too)
     unpruned = unpruned_pick(curves)["trial"]
@@ -136,6 +144,7 @@ def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0
         outs = [replay(seq, build_pruner(name, max(c["max_epochs"] for c in curves))) for seq in sequences]
         shares = [sum(o["epochs"].values()) / full for o in outs]
         tests = [test_at_best(by_trial[o["picked"]]) if o["picked"] is not None else None for o in outs]
+        hits = [meets([by_trial[t] for t in o["ranked"]], target) for o in outs]
         results.append({
             "pruner": name,
             "orders": len(outs),
@@ -147,6 +156,11 @@ def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0
             "picked_test_own_order": tests[0],
             "picked_test_mean": statistics.mean(t for t in tests if t is not None),
             "picked_test_min": min(t for t in tests if t is not None),
+            "completed_mean": statistics.mean(len(o["ranked"]) for o in outs),
+            "target": target,
+            "pick_meets_share": sum(pick for pick, _ in hits) / len(outs),
+            "top3_meets_share": sum(top for _, top in hits) / len(outs),
+            "both_meet_share": sum(pick and top for pick, top in hits) / len(outs),
         })  # fmt: skip
     return results
 
@@ -161,16 +175,22 @@ def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
         f"(val {100 * max(best['values']):.2f} %, test {100 * test_at_best(best):.2f} %). Each pruner sees the "
         f"sweep's order and {results[0]['orders'] - 1} random orders of the same trials.",
         "",
+        f"Targets: the pick's test accuracy >= {100 * results[0]['target']:.2f} %; the top three completed trials' "
+        f">= the study's {' / '.join(f'{100 * t:.2f}' for t in PUBLISHED['top3_test_accuracy'])} % (the share of "
+        "orders that reach them).",
+        "",
         "| pruner | epochs, sweep's order | epochs, mean (max) over orders | picks the unpruned best | "
-        "pick's test, sweep's order | pick's test, mean (min) |",
-        "|---|---|---|---|---|---|",
+        "pick's test, sweep's order | pick's test, mean (min) | completed trials, mean | pick reaches target | "
+        "top three reach the study's | both |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['pruner']} | {_pct(r['epochs_share_own_order'])} | {_pct(r['epochs_share_mean'])} "
             f"({_pct(r['epochs_share_max'])}) | {_pct(r['kept_best_share'])} of orders | "
             f"{_pct(r['picked_test_own_order'])} (trial {r['picked_own_order']}) | "
-            f"{_pct(r['picked_test_mean'])} ({_pct(r['picked_test_min'])}) |"
+            f"{_pct(r['picked_test_mean'])} ({_pct(r['picked_test_min'])}) | {r['completed_mean']:.1f} | "
+            f"{_pct(r['pick_meets_share'])} | {_pct(r['top3_meets_share'])} | {_pct(r['both_meet_share'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -182,10 +202,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="names from hydra/sweeper/pruner, each optionally NAME:key=value,...")  # fmt: skip
     parser.add_argument("--orders", type=int, default=20, help="random trial orders besides the sweep's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")
+    parser.add_argument("--target", type=float, default=0.905, help="test accuracy the pick should reach")
     args = parser.parse_args(argv)
     try:
         curves = curves_of(args.sweep_dir)
-        results = measure(curves, args.pruners, args.orders, args.seed)
+        results = measure(curves, args.pruners, args.orders, args.seed, args.target)
     except UserError as e:
         sys.exit(f"error: {e}")
     text = markdown(results, curves, args.sweep_dir)

@@ -76,6 +76,28 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
     assert set(r["layer"] for r in _trajectory(tmp_path / "flops")[1:]) != {"conv2"}
 
 
+def _fc1_cliff(layer, shape):
+    """fc1 gets cheap only at 16 neurons or fewer (ONNX Runtime's Gemm does so on our CPU); convs cost per channel."""
+    if layer == "fc1":
+        return 1.0 if shape[-1] <= 16 else 30.0
+    return 0.5 * shape[-1] if layer in ("conv1", "conv2") else 1.0
+
+
+def test_min_saving_jumps_a_latency_cliff_in_one_step(tmp_path, trained):
+    # medium costs 6 + 8 + 30 + 1 ms here: a 2x budget needs fc1 at <= 16 neurons, and removing fc1 neurons one at a
+    # time saves nothing until then; with min_saving each candidate takes as many units as save 20 % of 45 ms
+    arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
+    table = _fake_table(tmp_path / "table.json", arch, _fc1_cliff)
+    summary = prune_small(tmp_path / "out", trained, "prune.selection=global", "prune.cost=latency",
+                          "prune.tolerance=null", "prune.target_speedup=2", "prune.min_saving=0.2",
+                          f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+    rows = _trajectory(tmp_path / "out")
+    fc1 = [(int(before["fc1_size"]), int(r["fc1_size"]), len(r["unit"].split()))
+           for before, r in zip(rows, rows[1:], strict=False) if r["layer"] == "fc1"]  # fmt: skip
+    assert fc1 == [(100, 16, 84)]  # the fewest neurons that save 9 ms: straight down the cliff, the weakest 84
+    assert summary["budget"]["met"] and summary["after"]["arch"]["fc1_size"] == 16
+
+
 @pytest.mark.parametrize(
     "overrides, error, message",
     [
@@ -84,6 +106,8 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
         (["prune.target_speedup=50"], UserError, "cannot be met on eager"),
         (["latency.engine=tensorrt"], ConfigError, "latency.engine='tensorrt': use one of eager, onnxruntime"),
         (["prune.selection=global", "prune.tolerance=null"], ConfigError, "would prune every layer to min_units"),
+        (["prune.min_saving=0.1"], ConfigError, "prune.min_saving sizes global selection's candidates"),
+        (["prune.selection=global", "prune.min_saving=1.5"], ConfigError, r"prune.min_saving=1.5 must be .* \(0, 1\)"),
     ],
 )
 def test_bad_budget_or_engine(tmp_path, trained, overrides, error, message):

@@ -146,6 +146,9 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
         pred = result["predicted"]["eager"][name]
         assert pred["measured_s"] == entry["seconds_by_engine"]["eager"] and pred["predicted_s"] > 0
         assert pred["error"] == pytest.approx(pred["predicted_s"] / pred["measured_s"] - 1)
+        # the same layers timed in the bench's own rounds: the method's error without the drift since the table
+        assert pred["now_s"] > 0 and pred["now_error"] == pytest.approx(pred["now_s"] / pred["measured_s"] - 1)
+    assert "its layers timed in these rounds: original" in out.stdout
     measured = json.loads((prune_dir / "summary.json").read_text())["measured"]  # the prune run learns its speedup
     assert measured["speedup"] == pytest.approx(result["speedup"])
 

@@ -45,3 +45,13 @@ def test_measure_reports_the_share_of_epochs_and_whether_the_best_was_kept():
 def test_unknown_pruner_is_one_line():
     with pytest.raises(UserError, match="unknown pruner 'sha'.*asha"):
         build_pruner("sha", 3)
+
+
+def test_measure_says_how_often_the_pick_and_the_top_three_reach_the_targets():
+    high = [_curve(i, [0.85, 0.90, 0.912 + i / 1000]) for i in range(3)]  # tests 0.902-0.904: >= the study's three
+    results = measure([*high, _curve(3, BAD)], ("none",), orders=3, target=0.9035)
+    assert results[0]["completed_mean"] == 4
+    assert results[0]["pick_meets_share"] == results[0]["top3_meets_share"] == results[0]["both_meet_share"] == 1.0
+    # two good trials are not a top three; a higher target is missed by the same pick
+    results = measure([*high[1:], _curve(3, BAD)], ("none",), orders=3, target=0.91)
+    assert results[0]["top3_meets_share"] == results[0]["pick_meets_share"] == 0.0
