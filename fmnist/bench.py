@@ -21,7 +21,7 @@ from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import layer_counts, totals
 from fmnist.latency import ENGINES as TABLED
 from fmnist.latency import LatencyTable, layer_shapes, measure, table_path
-from fmnist.loop import evaluate, resolve_device, set_threads
+from fmnist.loop import cpu_runtime, evaluate, heap_kept, resolve_device
 from fmnist.model import widths
 from fmnist.study import PUBLISHED
 
@@ -98,7 +98,7 @@ def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
 def bench(cfg: DictConfig, out_dir: Path) -> dict:
     b = config.check(cfg).bench
     engines = list(b.engines)
-    set_threads(cfg.trainer.threads)
+    cpu_runtime(cfg.trainer)
     device = resolve_device(cfg.trainer.device)
     original_path, pruned_path, prune_dir = resolve_models(b, Path(cfg.paths.prune_dir))
     (train_x, _), (test_x, test_y) = read_raw(cfg.data.root, cfg.data.system_dir, cfg.data.download)
@@ -156,6 +156,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "repeats": b.repeats,
         "engines": engines,
         "threads": torch.get_num_threads(),
+        "malloc_heap": heap_kept(),  # trainer.malloc_heap took effect: eager times depend on it (fmnist.loop)
         "device": str(device),
         "cpu": _cpu_name(),
         "torch": torch.__version__,
@@ -223,7 +224,8 @@ def main(cfg: DictConfig) -> float:
 def summary_text(r: dict) -> str:
     """The printed table: seconds per engine for both models, the speedups, and where each model's time goes."""
     o, p = r["original"], r["pruned"]
-    lines = [f"inference over {r['images']} training images, batch {r['batch_size']}, {r['threads']} threads, "
+    heap = ", glibc heap kept" if r.get("malloc_heap") else ""
+    lines = [f"inference over {r['images']} training images, batch {r['batch_size']}, {r['threads']} threads{heap}, "
              f"{r['device']} ({r['cpu']}), torch {r['torch']}, median of {r['repeats']} interleaved passes",
              f"original {widths(o['arch'])} {o['study_flops']:,} FLOPs/img, test {100 * o['test_accuracy']:.2f}%;  "
              f"pruned {widths(p['arch'])} {p['study_flops']:,} FLOPs/img, test {100 * p['test_accuracy']:.2f}%",

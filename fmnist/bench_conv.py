@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from fmnist import config, runs
 from fmnist.errors import one_line_errors
 from fmnist.flops import conv_macs
-from fmnist.loop import set_threads
+from fmnist.loop import cpu_runtime
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}  # both eager PyTorch
 
@@ -38,7 +38,7 @@ def time_conv(c_in: int, c_out: int, kernel: int, side: int, batch: int, layout:
 
 def bench_conv(cfg: DictConfig) -> list[dict]:
     c = config.check(cfg).bench_conv
-    set_threads(cfg.trainer.threads)
+    cpu_runtime(cfg.trainer)
     rows = []
     for c_in in c.in_channels:
         for c_out in c.out_channels:

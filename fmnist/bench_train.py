@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 from fmnist import config, runs
 from fmnist.data import load_splits
 from fmnist.errors import one_line_errors
-from fmnist.loop import build_model, build_optimizer, resolve_device, set_threads
+from fmnist.loop import build_model, build_optimizer, cpu_runtime, heap_kept, resolve_device
 from fmnist.train import train
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def bench(cfg: DictConfig) -> dict:
     config.check(cfg)
-    set_threads(cfg.trainer.threads)
+    cpu_runtime(cfg.trainer)
     device = resolve_device(cfg.trainer.device)
     data = load_splits(cfg.data, device)
     epochs = cfg.trainer.max_epochs
@@ -55,6 +55,7 @@ def bench(cfg: DictConfig) -> dict:
         "train_images": len(data.train_x),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "malloc_heap": heap_kept(),
         "torch": torch.__version__,
         "plain_loop_seconds_per_epoch": statistics.median(plain),
         "fmnist_train_seconds_per_epoch": statistics.median(r["train_seconds"] for r in rows),
@@ -77,7 +78,8 @@ def main(cfg: DictConfig) -> None:
     runs.write_json(result, Path(cfg.paths.output_dir) / "bench_train.json")
     print(
         f"\nmodel {result['model']}  batch {result['batch_size']}  {result['train_images']} images  "
-        f"{result['device']}  {result['threads']} threads  torch {result['torch']}\n"
+        f"{result['device']}  {result['threads']} threads{'  glibc heap kept' if result['malloc_heap'] else ''}  "
+        f"torch {result['torch']}\n"
         f"plain PyTorch loop:          {result['plain_loop_seconds_per_epoch']:.2f} s/epoch (median of "
         f"{2 * result['epochs_each']})\n"
         f"fmnist.train training pass:  {result['fmnist_train_seconds_per_epoch']:.2f} s/epoch "

@@ -88,6 +88,7 @@ def check_trainer(t: DictConfig) -> None:
     _optional(_int, t.chance_patience, "trainer.chance_patience", fix=" (or null: never stop at chance)")
     _choice(t.progress, "trainer.progress", ("auto", True, False))
     _optional(_int, t.threads, "trainer.threads", fix=" (or null: torch's default)")
+    _choice(t.malloc_heap, "trainer.malloc_heap", (True, False))
 
 
 def check_logger(lg: DictConfig) -> None:

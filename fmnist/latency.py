@@ -37,9 +37,10 @@ def machine(engine: str, threads: int, batch_size: int) -> dict:
     """What a table's times depend on (with ONNX Runtime's version too, added by LatencyTable.open); a table is
     valid only where all of it matches."""
     from fmnist.bench import _cpu_name
+    from fmnist.loop import heap_kept
 
     return {"cpu": _cpu_name(), "engine": engine, "torch": torch.__version__, "threads": threads,
-            "batch_size": batch_size}  # fmt: skip
+            "batch_size": batch_size, "malloc_heap": heap_kept()}  # fmt: skip
 
 
 def table_path(lat: DictConfig, threads: int | None = None) -> Path:
@@ -195,7 +196,8 @@ class LatencyTable:
 
 def cache_name(meta: dict) -> str:
     cpu = hashlib.sha1(meta["cpu"].encode()).hexdigest()[:8]
-    return f"{meta['engine']}-torch{meta['torch']}-t{meta['threads']}-b{meta['batch_size']}-cpu{cpu}.json"
+    heap = "-heap" if meta.get("malloc_heap") else ""  # trainer.malloc_heap: eager times depend on it
+    return f"{meta['engine']}-torch{meta['torch']}-t{meta['threads']}-b{meta['batch_size']}{heap}-cpu{cpu}.json"
 
 
 def lattice(width: int, step: int, min_units: int) -> list[int]:
@@ -220,11 +222,11 @@ def reachable(arch: dict, layers, step, min_units: int) -> list[dict]:
 def build_table(cfg: DictConfig) -> dict:
     """Fill this machine's table with every shape the configured pruning of the checkpoint can reach."""
     from fmnist import checkpoint, config
-    from fmnist.loop import set_threads
+    from fmnist.loop import cpu_runtime
     from fmnist.prune import resolve_checkpoint
 
     p = config.check(cfg).prune
-    set_threads(cfg.trainer.threads)
+    cpu_runtime(cfg.trainer)
     table = LatencyTable.open(cfg.latency, cfg.trainer.threads)
     model, _ = checkpoint.load_model(resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir)))
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 import torch
@@ -35,6 +36,37 @@ def resolve_device(name: str) -> torch.device:
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_heap = {"kept": False}
+
+
+def keep_heap() -> bool:
+    """Have glibc keep freed memory on the heap. By default it gives every allocation above its mmap threshold
+    (128 KB, rising to at most 32 MB) a fresh mapping and unmaps it on free, so each eager CPU call page-faults its
+    activations in anew (a batch of 1000 through medium: conv1's output alone is 32 MB). High mmap and trim thresholds
+    do what jemalloc or tcmalloc would (PyTorch's CPU performance guide). Measured on the 2-core AVX-512 EPYC: eager
+    inference over 60 000 images, medium 4.9-5.6 -> 2.9 s, (1, 2, 60) 1.0-1.5 -> 0.66 s (README: Inference).
+    Returns whether it applies: glibc only, once per process (the heap then grows to the peak and stays)."""
+    if not _heap["kept"]:
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+            _heap["kept"] = bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
+        except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator as it is
+            pass
+    return _heap["kept"]
+
+
+def heap_kept() -> bool:
+    return _heap["kept"]
+
+
+def cpu_runtime(trainer: DictConfig) -> None:
+    """This process's CPU settings from the trainer group: torch threads and, with trainer.malloc_heap, keep_heap."""
+    set_threads(trainer.threads)
+    if trainer.malloc_heap:
+        keep_heap()
 
 
 def build_model(model_cfg: DictConfig):

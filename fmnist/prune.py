@@ -25,7 +25,7 @@ from fmnist.data import load_splits
 from fmnist.errors import UserError, one_line_errors
 from fmnist.flops import totals
 from fmnist.latency import LatencyTable, lattice, table_path
-from fmnist.loop import evaluate, finetune, resolve_device, set_threads
+from fmnist.loop import cpu_runtime, evaluate, finetune, resolve_device
 from fmnist.model import WIDTHS as LAYERS  # prunable layer -> its width key
 from fmnist.model import FashionCNN, build, widths
 
@@ -241,7 +241,7 @@ def prune(cfg: DictConfig) -> dict:
     source = resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir))
     model, ckpt = checkpoint.load_model(source)
     log.info("pruning %s (architecture %s)", source, model.arch)
-    set_threads(cfg.trainer.threads)
+    cpu_runtime(cfg.trainer)
     # needed, or built already (then every trajectory shows predicted times); otherwise no table is touched
     needed = p.cost == "latency" or p.target_speedup or table_path(cfg.latency, cfg.trainer.threads).exists()
     table = LatencyTable.open(cfg.latency, cfg.trainer.threads) if needed else None

@@ -36,7 +36,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     started = time.perf_counter()
-    loop.set_threads(cfg.trainer.threads)
+    loop.cpu_runtime(cfg.trainer)
     torch.manual_seed(cfg.trainer.seed)  # model init
     model = loop.build_model(cfg.model)
     device = loop.resolve_device(cfg.trainer.device)

@@ -29,6 +29,7 @@ NO_DATA = ["data.system_dir=null", "data.download=false"]  # with data.root empt
         ("trainer.device=tpu9", "trainer.device='tpu9': use auto, cpu, cuda, cuda:N or mps"),
         ("trainer.device=cuda:x", "trainer.device='cuda:x': use auto"),
         ("trainer.threads=0", "trainer.threads=0 must be a whole number >= 1 \\(or null"),
+        ("trainer.malloc_heap=maybe", "trainer.malloc_heap='maybe': use one of True, False"),
         ("trainer.chance_patience=0", "trainer.chance_patience=0 must be a whole number >= 1"),
         ("trainer.progress=maybe", "trainer.progress='maybe': use one of auto, True, False"),
         ("data.subset=1000", "data.val_size=1000 must be below data.subset=1000"),

@@ -11,6 +11,7 @@ from fmnist import checkpoint
 from fmnist.errors import ConfigError, UserError
 from fmnist.flops import totals
 from fmnist.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, reachable
+from fmnist.loop import keep_heap
 from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
 
@@ -46,6 +47,7 @@ def test_accuracy_running_out_first_is_reported(tmp_path, trained):
 
 def _fake_table(path, arch, ms):
     """A table that holds every shape pruning `arch` can reach, with times from ms(layer, shape)."""
+    keep_heap()  # as prune's default trainer.malloc_heap does, before it reads the table's machine
     meta = machine("eager", torch.get_num_threads(), 1000)
     archs = reachable(arch, ["conv1", "conv2", "fc1"], 1, 1)
     shapes = {(layer, s) for a in archs for layer, s in layer_shapes(a).items()}
