@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-# 64 MB allocated and freed five times: glibc's default maps and unmaps it each time (it is above the largest mmap
-# threshold), so each allocation page-faults its 15 626 pages in anew; a kept heap hands the same pages back
+# 64 MB allocated and freed ten times: glibc's default maps and unmaps it each time (it is above the largest mmap
+# threshold), so each allocation page-faults its pages in anew (15 626 of 4 KB, or 32 huge pages where transparent
+# huge pages are on); a kept heap hands the same pages back
 FAULTS = """
 import resource, sys, torch
 from fmnist.loop import keep_heap
@@ -15,7 +16,7 @@ if sys.argv[1] == "on":
     assert keep_heap()
 torch.ones(16_000_000)  # the heap, when kept, grows to it once
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(10):
     torch.ones(16_000_000)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -25,5 +26,5 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_keep_heap_stops_page_faulting_each_allocation_anew():
     on, off = (int(subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
                                   check=True).stdout) for mode in ("on", "off"))  # fmt: skip
-    assert off > 4 * 15_000  # every allocation faulted in again (15 626 pages each)
-    assert on < 2 * 15_626  # at most one allocation's pages, then the same pages again
+    # by default every allocation faults its pages in again; kept, at most the first one does
+    assert off >= 5 * max(on, 1)
