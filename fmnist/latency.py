@@ -5,8 +5,9 @@ Every shape pruning can give a layer (conv1 at c1 channels, conv2 at (c1, c2), f
 with its ReLU) is timed alone on random weights and inputs, one batch of latency.batch_size images per call, on one
 engine with the trainer's threads; the median of latency.repeats calls. A model's predicted time per batch is the
 sum of its four layers' times: measured, not modelled (oneDNN's kernel choice is irregular, README: Inference).
-Tables are cached under latency.dir, one file per CPU, engine, torch version, threads and batch size; one from
-another machine or engine is refused. Prune measures any shape the table lacks and adds it.
+Tables are cached under latency.dir, one file per CPU, engine, torch version, threads, batch size and
+trainer.malloc_heap (eager times depend on it); one from another machine or engine is refused. Prune measures any
+shape the table lacks and adds it.
 """
 
 from __future__ import annotations

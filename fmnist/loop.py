@@ -46,8 +46,8 @@ def keep_heap() -> bool:
     """Have glibc keep freed memory on the heap. By default it gives every allocation above its mmap threshold
     (128 KB, rising to at most 32 MB) a fresh mapping and unmaps it on free, so each eager CPU call page-faults its
     activations in anew (a batch of 1000 through medium: conv1's output alone is 32 MB). High mmap and trim thresholds
-    do what jemalloc or tcmalloc would (PyTorch's CPU performance guide). Measured on the 2-core AVX-512 EPYC: eager
-    inference over 60 000 images, medium 4.9-5.6 -> 2.9 s, (1, 2, 60) 1.0-1.5 -> 0.66 s (README: Inference).
+    do what jemalloc or tcmalloc would (PyTorch's CPU performance guide). Measured by fmnist.bench on the 2-core
+    AVX-512 EPYC: eager inference over 60 000 images, medium 4.7 -> 2.7 s (README: The allocator).
     Returns whether it applies: glibc only, once per process (the heap then grows to the peak and stays)."""
     if not _heap["kept"]:
         try:

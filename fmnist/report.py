@@ -156,7 +156,7 @@ def method_name(p: dict) -> str:
     """How a prune run chose its steps and when it stopped, from its config."""
     name = f"norm ({p['criterion']})"
     if p.get("selection") == "global":
-        name += f", global by {p['cost']}"
+        name += f", global by {p['cost']}" + (f", min_saving {p['min_saving']}" if p.get("min_saving") else "")
     budget = [f"{label} {p[k]}x" for k, label in (("target_flops_ratio", "FLOPs ratio"), ("target_speedup", "speedup"))
               if p.get(k)]  # fmt: skip
     return name + (f", budget: {' and '.join(budget)}" if budget else "")
