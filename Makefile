@@ -63,7 +63,7 @@ reproduce: setup
 	$(PY) -m fmnist.report --sweep $(REPRO_SWEEP) --out $(REPRO)/report
 	$(MAKE) results
 
-# The small files that back the README's results, copied into the tracked results/ folder (outputs/ is not tracked)
+# The small files that back docs/results.md, copied into the tracked results/ folder (outputs/ is not tracked)
 RESULTS := results/reproduce
 results:
 	mkdir -p $(RESULTS)/sweep/plots $(RESULTS)/report

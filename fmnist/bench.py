@@ -3,27 +3,26 @@ training images (as the study did): same batch size and threads, warm-up first, 
 
 from __future__ import annotations
 
-import copy
 import logging
-import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist import checkpoint, config, runs
-from fmnist.data import normalize, read_raw
-from fmnist.errors import UserError, one_line_errors
-from fmnist.flops import layer_counts, totals
-from fmnist.latency import ENGINES as TABLED
-from fmnist.latency import LatencyTable, layer_shapes, measure, table_path
-from fmnist.loop import cpu_runtime, evaluate, heap_kept, resolve_device
-from fmnist.model import widths
-from fmnist.study import PUBLISHED
+from fmnist.core import checkpoint, runs
+from fmnist.core.checks import check
+from fmnist.core.data import normalize, read_raw
+from fmnist.core.errors import one_line_errors
+from fmnist.core.flops import layer_counts, totals
+from fmnist.core.machine import cpu_name, cpu_runtime, heap_kept, resolve_device
+from fmnist.core.model import widths
+from fmnist.core.study import PUBLISHED
+from fmnist.ops.engines import check_bench, engine_runner, layer_times, one_pass
+from fmnist.ops.latency import ENGINES as TABLED
+from fmnist.ops.latency import LatencyTable, check_latency, layer_shapes, measure, table_path
+from fmnist.ops.loop import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -37,66 +36,8 @@ def resolve_models(b: DictConfig, prune_root: Path) -> tuple[Path, Path, Path | 
     return Path(summary["source_checkpoint"]), Path(summary["pruned_checkpoint"]), prune_dir
 
 
-ENGINES = ("eager", "channels_last", "compile", "onnxruntime")
-
-
-def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path) -> Callable:
-    """A function images -> logits that runs `model` on one inference engine; built (and compiled) before timing."""
-    model = copy.deepcopy(model).eval()
-    if engine == "eager":
-        return model
-    if engine == "channels_last":  # NHWC tensors and weights: oneDNN's preferred layout for convs
-        model = model.to(memory_format=torch.channels_last)
-        return lambda x: model(x.contiguous(memory_format=torch.channels_last))
-    if engine == "compile":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True  # constant-fold the weights into the graph, as for deployment
-        return torch.compile(model, dynamic=False)
-    if engine == "onnxruntime":  # an inference-mode export: ONNX graph run by ONNX Runtime's CPU kernels
-        import onnxruntime
-
-        if example.is_cuda:
-            raise UserError("bench.engines: onnxruntime is timed on the CPU only; drop it or set trainer.device=cpu")
-        for name in ("onnxscript", "onnx_ir"):  # their per-pass INFO lines would bury the benchmark's log
-            logging.getLogger(name).setLevel(logging.WARNING)
-        torch.onnx.export(model, (example,), onnx_path, input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)  # fmt: skip
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # same threads
-        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {"images": x.numpy()})[0]
-    raise UserError(f"bench.engines: unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
-
-
-def _one_pass(run: Callable, x: torch.Tensor, batch_size: int) -> float:
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            run(x[i : i + batch_size])
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-@torch.inference_mode()
-def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
-    """Milliseconds per batch spent in each layer (conv+ReLU counted together, eager): where a model's time goes."""
-    times, h = {}, x
-    steps = [("conv1", lambda t: torch.relu(model.conv1(t))), ("conv2", lambda t: torch.relu(model.conv2(t))),
-             ("fc1", lambda t: torch.relu(model.fc1(t.flatten(1)))), ("fc2", model.fc2)]  # fmt: skip
-    for name, fn in steps:
-        fn(h)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            out = fn(h)
-        times[name] = 1000 * (time.perf_counter() - t0) / repeats
-        h = out
-    return times
-
-
 def bench(cfg: DictConfig, out_dir: Path) -> dict:
-    b = config.check(cfg).bench
+    b = check(cfg, bench=check_bench, latency=check_latency).bench
     engines = list(b.engines)
     cpu_runtime(cfg.trainer)
     device = resolve_device(cfg.trainer.device)
@@ -129,7 +70,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
     for r in range(b.warmup + b.repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
-            seconds = _one_pass(run, x, b.batch_size)
+            seconds = one_pass(run, x, b.batch_size)
             if r >= b.warmup:
                 entries[name]["seconds_all"][e].append(seconds)
         if r >= b.warmup:  # the table's method, timed now: each model's layers alone, in the same rounds
@@ -156,9 +97,9 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "repeats": b.repeats,
         "engines": engines,
         "threads": torch.get_num_threads(),
-        "malloc_heap": heap_kept(),  # trainer.malloc_heap took effect: eager times depend on it (fmnist.loop)
+        "malloc_heap": heap_kept(),  # trainer.malloc_heap took effect: eager times depend on it (fmnist.core.machine)
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "torch": torch.__version__,
         "prune_dir": str(prune_dir.resolve()) if prune_dir else None,
         "predicted": predicted,
@@ -176,7 +117,7 @@ def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
 
 
 def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images: int) -> dict:
-    """Each model's time as this machine's latency tables (fmnist/latency.py) predict it, beside the measured one:
+    """Each model's time as this machine's latency tables (fmnist/ops/latency.py) predict it, beside the measured one:
     how far the sum of per-layer times is from the whole model. The same sum timed in the bench's own rounds
     (`now_*`) tells the method's error apart from the machine's drift since the table was built."""
     out = {}
@@ -194,16 +135,6 @@ def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images
         if table.measured:
             table.save()
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")

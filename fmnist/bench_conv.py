@@ -10,14 +10,30 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
-from fmnist import config, runs
-from fmnist.errors import one_line_errors
-from fmnist.flops import conv_macs
-from fmnist.loop import cpu_runtime
+from fmnist.core import runs
+from fmnist.core.checks import check, integer
+from fmnist.core.errors import ConfigError, one_line_errors
+from fmnist.core.flops import conv_macs
+from fmnist.core.machine import cpu_runtime
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}  # both eager PyTorch
+
+
+def check_bench_conv(c: DictConfig) -> None:
+    for key in ("in_channels", "out_channels"):
+        values = c[key]
+        if not isinstance(values, ListConfig | list) or not values:
+            raise ConfigError(f"bench_conv.{key}={values}: give a list of channel counts")
+        for v in values:
+            integer(v, f"bench_conv.{key}[]")
+    integer(c.side, "bench_conv.side")
+    integer(c.kernel, "bench_conv.kernel", 1, c.side)
+    integer(c.batch_size, "bench_conv.batch_size")
+    integer(c.repeats, "bench_conv.repeats")
+    if not c.layouts or any(layout not in LAYOUTS for layout in c.layouts):
+        raise ConfigError(f"bench_conv.layouts={c.layouts}: give a list of one or more of {', '.join(LAYOUTS)}")
 
 
 @torch.inference_mode()
@@ -37,7 +53,7 @@ def time_conv(c_in: int, c_out: int, kernel: int, side: int, batch: int, layout:
 
 
 def bench_conv(cfg: DictConfig) -> list[dict]:
-    c = config.check(cfg).bench_conv
+    c = check(cfg, bench_conv=check_bench_conv).bench_conv
     cpu_runtime(cfg.trainer)
     rows = []
     for c_in in c.in_channels:

@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, open_dict
 
-from fmnist import config, runs
-from fmnist.data import load_splits
-from fmnist.errors import one_line_errors
-from fmnist.loop import build_model, build_optimizer, cpu_runtime, heap_kept, resolve_device
-from fmnist.train import train
+from fmnist.core import runs
+from fmnist.core.checks import check
+from fmnist.core.data import load_splits
+from fmnist.core.errors import one_line_errors
+from fmnist.core.machine import cpu_runtime, heap_kept, resolve_device
+from fmnist.ops.loop import build_model, build_optimizer
+from fmnist.ops.training import train
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def bench(cfg: DictConfig) -> dict:
-    config.check(cfg)
+    check(cfg)
     cpu_runtime(cfg.trainer)
     device = resolve_device(cfg.trainer.device)
     data = load_splits(cfg.data, device)

@@ -1,235 +1,33 @@
-"""Measured per-layer inference time: `python -m fmnist.latency [latency.engine=onnxruntime] [prune.checkpoint=PATH]`
-builds the table that `fmnist.prune` reads with prune.cost=latency or prune.target_speedup.
-
-Every shape pruning can give a layer (conv1 at c1 channels, conv2 at (c1, c2), fc1 at (c2, f1), fc2 at f1; each
-with its ReLU) is timed alone on random weights and inputs, one batch of latency.batch_size images per call, on one
-engine with the trainer's threads; the median of latency.repeats calls. A model's predicted time per batch is the
-sum of its four layers' times: measured, not modelled (oneDNN's kernel choice is irregular, README: Inference).
-Tables are cached under latency.dir, one file per CPU, engine, torch version, threads, batch size and
-trainer.malloc_heap (eager times depend on it); one from another machine or engine is refused. Prune measures any
-shape the table lacks and adds it.
-"""
+"""Build this machine's per-layer latency table: `python -m fmnist.latency [latency.engine=eager]
+[prune.checkpoint=PATH]` times every layer shape the configured pruning of the checkpoint can reach (the table
+itself: fmnist/ops/latency.py), so `fmnist.prune prune=latency` finds them measured."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import statistics
 import time
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-from fmnist import runs
-from fmnist.errors import UserError, one_line_errors
-from fmnist.model import CLASSES, SIDE, map_sides
+from fmnist.core import checkpoint, runs
+from fmnist.core.checks import check
+from fmnist.core.errors import one_line_errors
+from fmnist.core.machine import cpu_runtime
+from fmnist.ops.latency import LatencyTable, check_latency, layer_shapes
+from fmnist.ops.selection import check_prune
+from fmnist.ops.units import reachable
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("eager", "onnxruntime")
-LAYERS = ("conv1", "conv2", "fc1", "fc2")
-
-
-def machine(engine: str, threads: int, batch_size: int) -> dict:
-    """What a table's times depend on (with ONNX Runtime's version too, added by LatencyTable.open); a table is
-    valid only where all of it matches."""
-    from fmnist.bench import _cpu_name
-    from fmnist.loop import heap_kept
-
-    return {"cpu": _cpu_name(), "engine": engine, "torch": torch.__version__, "threads": threads,
-            "batch_size": batch_size, "malloc_heap": heap_kept()}  # fmt: skip
-
-
-def table_path(lat: DictConfig, threads: int | None = None) -> Path:
-    """latency.table, or where this machine's cached table for latency.engine lives; it may not exist yet."""
-    if lat.table:
-        return Path(lat.table)
-    return Path(lat.dir) / cache_name(machine(lat.engine, threads or torch.get_num_threads(), lat.batch_size))
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("latency.engine=onnxruntime but onnxruntime is not installed: pip install onnxruntime, "
-                        "or latency.engine=eager") from None  # fmt: skip
-    return onnxruntime
-
-
-def layer_shapes(arch: dict) -> dict[str, tuple]:
-    """The shape key of each layer of `arch`: what its time depends on (kernel sizes included)."""
-    c1, k1, c2, k2, f1 = (
-        arch[k] for k in ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
-    )
-    return {"conv1": (k1, c1), "conv2": (k1, k2, c1, c2), "fc1": (k1, k2, c2, f1), "fc2": (f1,)}
-
-
-def _layer(layer: str, shape: tuple) -> tuple[nn.Module, tuple[int, ...]]:
-    """The layer (with its ReLU) and its input's per-image shape, as FashionCNN computes them."""
-    if layer == "conv1":
-        k1, c1 = shape
-        return nn.Sequential(nn.Conv2d(1, c1, k1), nn.ReLU()), (1, SIDE, SIDE)
-    if layer == "conv2":
-        k1, k2, c1, c2 = shape
-        h1, _ = map_sides(k1, k2)
-        return nn.Sequential(nn.Conv2d(c1, c2, k2), nn.ReLU()), (c1, h1, h1)
-    if layer == "fc1":
-        k1, k2, c2, f1 = shape
-        _, h2 = map_sides(k1, k2)
-        return nn.Sequential(nn.Linear(c2 * h2 * h2, f1), nn.ReLU()), (c2 * h2 * h2,)
-    (f1,) = shape
-    return nn.Linear(f1, CLASSES), (f1,)
-
-
-def _onnx_graph(module: nn.Module, in_shape: tuple[int, ...]) -> bytes:
-    """The layer as a one-node ONNX graph (Conv or Gemm, then Relu), built directly: exporting ~600 layers through
-    torch.onnx would take minutes, and ONNX Runtime fuses Conv+Relu here as it does in the exported whole model."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    first = module[0] if isinstance(module, nn.Sequential) else module
-    relu = isinstance(module, nn.Sequential)
-    init = [numpy_helper.from_array(first.weight.detach().numpy(), "w"),
-            numpy_helper.from_array(first.bias.detach().numpy(), "b")]  # fmt: skip
-    op = helper.make_node("Conv", ["x", "w", "b"], ["z"]) if isinstance(first, nn.Conv2d) else \
-        helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1)  # fmt: skip
-    nodes = [op, helper.make_node("Relu", ["z"], ["y"])] if relu else [op, helper.make_node("Identity", ["z"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *in_shape])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what every supported ONNX Runtime reads
-    return model.SerializeToString()
-
-
-@torch.inference_mode()
-def measure(layer: str, shape: tuple, engine: str, batch_size: int, repeats: int, warmup: int) -> float:
-    """Median milliseconds of one call of the layer on a batch of random inputs."""
-    torch.manual_seed(0)
-    module, in_shape = _layer(layer, shape)
-    module.eval()
-    x = torch.randn(batch_size, *in_shape)
-    if engine == "onnxruntime":
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # as fmnist.bench
-        session = ort.InferenceSession(_onnx_graph(module, in_shape), options, providers=["CPUExecutionProvider"])
-        inputs = {"x": x.numpy()}
-
-        def run():
-            return session.run(None, inputs)
-    else:
-
-        def run():
-            return module(x)
-
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
-
-
-def _key(layer: str, shape: tuple) -> str:
-    return f"{layer}:" + ",".join(map(str, shape))
-
-
-class LatencyTable:
-    """Milliseconds per batch of each layer shape on one machine and engine; measures what it lacks."""
-
-    def __init__(self, path: Path, meta: dict, entries: dict[str, float], repeats: int, warmup: int):
-        self.path, self.meta, self.entries = path, meta, entries
-        self.repeats, self.warmup = repeats, warmup
-        self.measured = 0  # entries measured since loading
-
-    @classmethod
-    def open(cls, lat: DictConfig, threads: int | None = None) -> LatencyTable:
-        """The table for this machine (latency.table, or its cache file under latency.dir); empty if none yet."""
-        if lat.engine not in ENGINES:
-            raise UserError(f"latency.engine={lat.engine!r}: per-layer tables exist for {', '.join(ENGINES)}")
-        meta = machine(lat.engine, threads or torch.get_num_threads(), lat.batch_size)
-        if lat.engine == "onnxruntime":
-            meta["onnxruntime"] = _onnxruntime().__version__
-        path = table_path(lat, threads)
-        entries = {}
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text())
-                entries = {k: float(v) for k, v in saved["entries"].items()}
-                theirs = saved["meta"]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise UserError(f"{path} is not a latency table ({e}): delete it, or rebuild with "
-                                "`python -m fmnist.latency`") from e  # fmt: skip
-            if theirs != meta:
-                diff = ", ".join(f"{k} {theirs.get(k)!r} here {v!r}" for k, v in meta.items() if theirs.get(k) != v)
-                raise UserError(f"{path} was measured elsewhere ({diff}): its times do not hold here; build this "
-                                "machine's with `python -m fmnist.latency` (latency.table=null)")  # fmt: skip
-        elif lat.table:
-            raise UserError(f"latency.table={lat.table} does not exist: build it with `python -m fmnist.latency`, or "
-                            "latency.table=null for this machine's cached one")  # fmt: skip
-        return cls(path, meta, entries, lat.repeats, lat.warmup)
-
-    def layer_ms(self, layer: str, shape: tuple) -> float:
-        key = _key(layer, shape)
-        if key not in self.entries:
-            self.entries[key] = measure(layer, shape, self.meta["engine"], self.meta["batch_size"], self.repeats,
-                                        self.warmup)  # fmt: skip
-            self.measured += 1
-        return self.entries[key]
-
-    def layers_ms(self, arch: dict) -> dict[str, float]:
-        return {layer: self.layer_ms(layer, shape) for layer, shape in layer_shapes(arch).items()}
-
-    def model_ms(self, arch: dict) -> float:
-        """Predicted milliseconds per batch of latency.batch_size images: the sum of the layers' times."""
-        return sum(self.layers_ms(arch).values())
-
-    def save(self) -> Path:
-        return runs.write_json({"meta": self.meta, "entries": dict(sorted(self.entries.items()))}, self.path)
-
-
-def cache_name(meta: dict) -> str:
-    cpu = hashlib.sha1(meta["cpu"].encode()).hexdigest()[:8]
-    heap = "-heap" if meta.get("malloc_heap") else ""  # trainer.malloc_heap: eager times depend on it
-    return f"{meta['engine']}-torch{meta['torch']}-t{meta['threads']}-b{meta['batch_size']}{heap}-cpu{cpu}.json"
-
-
-def lattice(width: int, step: int, min_units: int) -> list[int]:
-    """The widths a layer of `width` units passes through, `step` units at a time, never below min_units."""
-    return list(range(width, min_units - 1, -step)) or [width]
-
-
-def reachable(arch: dict, layers, step, min_units: int) -> list[dict]:
-    """Every architecture pruning `layers` of `arch` by their steps can reach (widths on each layer's lattice)."""
-    from fmnist.model import WIDTHS
-
-    options = {}
-    for layer, key in WIDTHS.items():
-        s = step if isinstance(step, int) else step.get(layer, 1)
-        options[key] = lattice(arch[key], s, min_units) if layer in layers else [arch[key]]
-    archs = [dict(arch)]
-    for key, widths in options.items():
-        archs = [{**a, key: w} for a in archs for w in widths]
-    return archs
 
 
 def build_table(cfg: DictConfig) -> dict:
     """Fill this machine's table with every shape the configured pruning of the checkpoint can reach."""
-    from fmnist import checkpoint, config
-    from fmnist.loop import cpu_runtime
-    from fmnist.prune import resolve_checkpoint
-
-    p = config.check(cfg).prune
+    p = check(cfg, prune=check_prune, latency=check_latency).prune
     cpu_runtime(cfg.trainer)
     table = LatencyTable.open(cfg.latency, cfg.trainer.threads)
-    model, _ = checkpoint.load_model(resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir)))
+    model, _ = checkpoint.load_model(runs.resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir)))
     started = time.perf_counter()
     archs = reachable(model.arch, p.layers, p.step, p.min_units)
     shapes = {(layer, shape) for a in archs for layer, shape in layer_shapes(a).items()}

@@ -18,12 +18,14 @@ import statistics
 import sys
 from pathlib import Path
 
+import optuna
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fmnist import runs
-from fmnist.errors import UserError
-from fmnist.study import PUBLISHED
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.core.study import PUBLISHED
+from fmnist.ops.trials import load_study, rows_of
 
 PRUNER_DIR = Path(__file__).resolve().parent.parent / "conf" / "hydra" / "sweeper" / "pruner"
 PRUNERS = ("asha", "hyperband", "median", "none")
@@ -47,8 +49,6 @@ def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
     and whether it stopped on its own (diverged). Failed trials trained nothing and are left out."""
     if (sweep_dir / "retrain.json").exists():
         return _retrained_curves(sweep_dir, metric)
-    from fmnist.sweep_summary import load_study, rows_of
-
     study = load_study(sweep_dir)
     pruner = study.user_attrs.get("fmnist:pruner", "none")
     if pruner != "none":
@@ -85,8 +85,6 @@ def replay(curves: list[dict], pruner) -> dict:
     """Run `curves` in their order through `pruner`, as fmnist's sweep does: a trial reports after every epoch and
     is asked before all but its last; a diverged one stops at its curve's end and is told PRUNED, as the sweeper does.
     Returns epochs trained per trial, the completed trials ranked by value, and the trial picked (the first)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a fixed name: Hyperband picks a trial's bracket from the study name (an unnamed study gets a random one)
     study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,

@@ -13,18 +13,17 @@ import re
 import time
 from pathlib import Path
 
-from fmnist import runs
-from fmnist.flops import totals
-from fmnist.model import widths
-from fmnist.plots import compare, find_runs, keys, sort_key, value_of
-from fmnist.study import PUBLISHED as STUDY
-from fmnist.study import grid_points, preset, pruned_arch
-from fmnist.sweep_summary import METRICS as SWEEP_METRICS
-from fmnist.sweep_summary import STATES, params
+import markdown
 
-
-def pct(x) -> str:
-    return f"{100 * float(x):.2f}" if x not in (None, "") else "-"
+from fmnist.core import runs
+from fmnist.core.flops import totals
+from fmnist.core.model import widths
+from fmnist.core.runs import pct
+from fmnist.core.study import PUBLISHED as STUDY
+from fmnist.core.study import grid_points, preset, pruned_arch
+from fmnist.ops.plots import compare, find_runs, keys, sort_key, speed_frontier, value_of
+from fmnist.ops.trials import METRICS as SWEEP_METRICS
+from fmnist.ops.trials import STATES, params
 
 
 def discover(root: Path) -> dict:
@@ -164,8 +163,6 @@ def method_name(p: dict) -> str:
 
 def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
     """Accuracy vs speed of the prune runs that had a latency table: predicted along the way, measured at the end."""
-    from fmnist.plots import speed_frontier
-
     lines, curves = [], []
     for d in dirs:
         s = runs.read_summary(d, "prune")
@@ -286,8 +283,6 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
 
 
 def _html(md: str) -> str:
-    import markdown
-
     def embed(match):
         path = Path(match.group(2))
         data = base64.b64encode(path.read_bytes()).decode() if path.exists() else ""

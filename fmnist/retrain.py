@@ -17,10 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fmnist import runs
-from fmnist.errors import UserError
-from fmnist.report import pct
-from fmnist.sweep_summary import params
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.core.runs import pct
+from fmnist.ops.trials import params
 
 RETRAINED = ("COMPLETE", "PRUNED", "DIVERGED")  # a failed trial trained nothing: its failure is not a curve
 

@@ -1,155 +1,17 @@
-"""Train one CNN: `python -m fmnist.train [overrides]`. `train(cfg)` is the pure function; `main` a thin wrapper."""
+"""Train one CNN: `python -m fmnist.train [overrides]`; a sweep with `--multirun`. The run itself is the pure
+function `fmnist.ops.training.train(cfg)`; `main` is the thin wrapper Hydra calls."""
 
 from __future__ import annotations
 
-import logging
-import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from fmnist import checkpoint, config, loop, runs
-from fmnist.data import load_splits
-from fmnist.errors import UserError, one_line_errors
-from fmnist.loop import METRICS
-from fmnist.model import n_params
-
-log = logging.getLogger(__name__)
-
-COLUMNS = ("epoch", *METRICS, "train_seconds", "epoch_seconds")
-CHANCE = 0.15  # training accuracy below this (10 classes: chance is 0.10) counts as not learning
-
-
-def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None = None) -> dict:
-    """Train per cfg, writing metrics.csv, summary.json and checkpoints/{best,last}.pt; return the summary.
-
-    `should_stop(epoch, row)` is asked after every epoch; a reason it returns ends the run as `pruned` (a sweep's
-    pruner uses it)."""
-    config.check(cfg)
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    started = time.perf_counter()
-    loop.cpu_runtime(cfg.trainer)
-    torch.manual_seed(cfg.trainer.seed)  # model init
-    model = loop.build_model(cfg.model)
-    device = loop.resolve_device(cfg.trainer.device)
-    model.to(device)
-    optimizer = loop.build_optimizer(cfg.optimizer, model)
-    shuffle = torch.Generator().manual_seed(cfg.trainer.seed)  # batch order, saved for resume
-
-    history: list[dict] = []
-    best: dict | None = None
-    wandb_id, wall_before = None, 0.0
-    last_path = ckpt_dir / "last.pt"
-    if cfg.trainer.resume and last_path.exists():
-        ckpt = checkpoint.load(last_path)  # on the CPU: the RNG state must stay there
-        if ckpt["arch"] != model.arch:
-            raise UserError(
-                f"{last_path} holds architecture {ckpt['arch']} but the config asks for {model.arch}: "
-                "use another hydra.run.dir, or trainer.resume=false to start over there"
-            )
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        shuffle.set_state(ckpt["rng"]["shuffle"])
-        history, best, wandb_id, wall_before = ckpt["history"], ckpt["best"], ckpt["wandb_id"], ckpt["wall_seconds"]
-        log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
-
-    data = load_splits(cfg.data, device)
-    run = runs.start_wandb(cfg, out_dir, id=wandb_id, resume="allow" if wandb_id else None)
-    if run:
-        run.define_metric("*", step_metric="epoch")
-    status, reason = "completed", None
-    try:
-        for epoch in range(len(history) + 1, cfg.trainer.max_epochs + 1):
-            t0 = time.perf_counter()
-            bar = loop.progress_bar(cfg.trainer.progress, epoch)
-            train_loss, train_acc = loop.train_epoch(
-                model, optimizer, data.train_x, data.train_y, cfg.data.batch_size, shuffle, bar
-            )
-            train_seconds = time.perf_counter() - t0
-            patience = cfg.trainer.chance_patience
-            if not math.isfinite(train_loss):  # the weights are gone: stop instead of burning epochs
-                reason = f"training loss became {train_loss} in epoch {epoch}"
-            elif patience and epoch >= patience and train_acc < CHANCE:  # the study's lr=0.1 fails without NaN too
-                reason = f"training accuracy {100 * train_acc:.2f}% after {epoch} epochs: not learning"
-            if reason:
-                status = "diverged"
-                log.warning("diverged: %s; stopping (lower optimizer.lr)", reason)
-                break
-            val_loss, val_acc = loop.evaluate(model, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
-            test_loss, test_acc = loop.evaluate(model, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
-            row = dict(
-                epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
-                val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc, train_seconds=train_seconds,
-            )  # fmt: skip
-            row["epoch_seconds"] = time.perf_counter() - t0
-            history.append(row)
-            improved = best is None or val_acc > best["val_accuracy"]
-            if improved:
-                best = {k: row[k] for k in ("epoch", *METRICS)}
-            state = _checkpoint(model, optimizer, shuffle, history, best, run,
-                                wall_before + time.perf_counter() - started)  # fmt: skip
-            checkpoint.save(state, last_path)
-            if improved:
-                checkpoint.save(state, ckpt_dir / "best.pt")
-            runs.write_csv(history, COLUMNS, out_dir / "metrics.csv")
-            log.info("epoch %d/%d  train %.2f%% (loss %.4f)  val %.2f%%  test %.2f%%  %.1fs", epoch,
-                     cfg.trainer.max_epochs, 100 * train_acc, train_loss, 100 * val_acc, 100 * test_acc,
-                     row["epoch_seconds"])  # fmt: skip
-            if run:
-                run.log(row)
-            # after the last epoch there is nothing left to save: the trial completes with its value
-            if should_stop and epoch < cfg.trainer.max_epochs and (reason := should_stop(epoch, row)):
-                status = "pruned"
-                log.info("pruned after epoch %d: %s", epoch, reason)
-                break
-        summary = {
-            "status": status,
-            "reason": reason,
-            "best": best,
-            "last": history[-1] if history else None,
-            "epochs_run": len(history),
-            "arch": model.arch,
-            "params": n_params(model),
-            "wall_seconds": wall_before + time.perf_counter() - started,
-            "device": str(device),
-            "best_checkpoint": str((ckpt_dir / "best.pt").resolve()) if best else None,
-            "multirun": HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
-        runs.write_summary("train", summary, out_dir)
-        if run:
-            if best:
-                run.summary.update({f"best/{k}": v for k, v in best.items()})
-            run.summary["status"] = status
-            if status != "completed":  # a dashboard filter: pruned and diverged runs are tagged
-                run.tags = (*run.tags, status)
-        return summary
-    finally:
-        if run:  # always finished, so one failing job does not poison the next one of a multirun
-            run.finish(exit_code=0 if status in ("completed", "pruned") else 1)
-
-
-def _checkpoint(model, optimizer, shuffle, history, best, run, wall) -> dict:
-    return {
-        "arch": dict(model.arch),
-        "state_dict": model.state_dict(),
-        "epoch": history[-1]["epoch"],
-        "metrics": dict(history[-1]),
-        "history": list(history),
-        "best": dict(best),
-        "optimizer": optimizer.state_dict(),
-        "rng": {"shuffle": shuffle.get_state()},
-        "wandb_id": run.id if run else None,
-        "wall_seconds": wall,
-    }
+from fmnist.core.errors import one_line_errors
+from fmnist.ops.training import train
 
 
 def metric_value(summary: dict, name: str) -> float:
@@ -169,7 +31,7 @@ def main(cfg: DictConfig) -> float:
             with open_dict(cfg):  # W&B groups the trials of one sweep
                 cfg.logger.group = hc.sweeper.get("study_name") or Path(hc.sweep.dir).name
         if hc.sweeper.get("pruner"):  # a trial of a pruning sweep: report every epoch to its Optuna trial
-            from fmnist.sweep import pruning_callback  # optuna is slow to import: never in a single run
+            from fmnist.ops.sweeper import pruning_callback  # it imports optuna, slow: never in a single run
 
             should_stop = pruning_callback(hc, cfg.optimized_metric)
     return metric_value(train(cfg, should_stop), cfg.optimized_metric)

@@ -10,7 +10,7 @@ from tests.helpers import DEBIAN_DIR, REPO
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The repo's data folder, filled from Debian's package (as `make` and CI install it) on first use."""
-    from fmnist.data import read_raw
+    from fmnist.core.data import read_raw
 
     root = REPO / "data"
     read_raw(root, str(DEBIAN_DIR), download=False)
@@ -20,7 +20,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_root) -> Path:
     """A medium model trained 2 epochs on 2 500 real images: the checkpoint prune and bench tests start from."""
-    from fmnist.train import train
+    from fmnist.ops.training import train
     from tests.helpers import small_cfg
 
     out = tmp_path_factory.mktemp("to_prune")

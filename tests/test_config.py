@@ -1,5 +1,5 @@
-"""The validated config: every refusal is one line naming the key and the fix, before any data is read; the
-README's config reference agrees with the composed config."""
+"""The validated config: every refusal is one line naming the key and the fix, before any data is read; the config
+reference (docs/configuration.md) agrees with the composed config."""
 
 import re
 
@@ -8,9 +8,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fmnist.errors import ConfigError, UserError, one_line_errors
+from fmnist.core.errors import ConfigError, UserError, one_line_errors
+from fmnist.ops.training import train
 from fmnist.prune import prune
-from fmnist.train import train
 from tests.helpers import REPO, SMALL, run_cli, small_cfg
 
 NO_DATA = ["data.system_dir=null", "data.download=false"]  # with data.root empty: reading data would fail
@@ -112,9 +112,9 @@ def test_only_user_errors_are_one_lined(capsys):
     assert exit_info.value.code == 1 and capsys.readouterr().err == "error: data.root=/x has no files: install them\n"
 
 
-def _readme_table(heading: str) -> list[list[str]]:
-    """The rows of the first table after `heading` in the README, as lists of cell strings."""
-    text = (REPO / "README.md").read_text()
+def _doc_table(heading: str) -> list[list[str]]:
+    """The rows of the first table after `heading` in docs/configuration.md, as lists of cell strings."""
+    text = (REPO / "docs" / "configuration.md").read_text()
     after = text[text.index(heading) :]
     lines = [line for line in after.splitlines() if line.startswith("|")]
     start = after.splitlines().index(lines[0])
@@ -128,7 +128,7 @@ def _readme_table(heading: str) -> list[list[str]]:
 
 def _literal(cell: str):
     found = re.fullmatch(r"`([^`]*)`", cell)
-    assert found, f"README default {cell!r} is not one backticked value"
+    assert found, f"docs/configuration.md: default {cell!r} is not one backticked value"
     return yaml.safe_load(found.group(1)) if not found.group(1).startswith("${") else found.group(1)
 
 
@@ -144,34 +144,34 @@ def _value(container: dict, key: str):
     return container
 
 
-def test_readme_config_reference_matches_the_config():
+def test_config_reference_matches_the_config():
     choices, cfg = _compose("config")
-    rows = _readme_table("## Configuration reference")
+    rows = _doc_table("## Training run")
     documented = set()
     for key_cell, default_cell, _ in rows:
         key = key_cell.strip("`")
         documented.add(key)
         expected = choices[key] if key in choices else _value(cfg, key)
-        assert _literal(default_cell) == expected, f"README says {key} = {default_cell}, the config {expected!r}"
+        assert _literal(default_cell) == expected, f"docs say {key} = {default_cell}, the config {expected!r}"
     for group in ("data", "model", "optimizer", "trainer"):  # every key a user can set is documented
         for key in cfg[group]:
             if not key.startswith("_"):
-                assert f"{group}.{key}" in documented, f"{group}.{key} is missing from the README's reference"
+                assert f"{group}.{key}" in documented, f"{group}.{key} is missing from docs/configuration.md"
 
 
-def test_readme_prune_presets_match_the_config():
+def test_prune_presets_reference_matches_the_config():
     presets = {name: _compose("prune", [f"prune={name}"])[1]["prune"] for name in ("norm", "norm_finetune")}
-    rows = _readme_table("| `prune.` key |")
+    rows = _doc_table("| `prune.` key |")
     assert {row[0].strip("`") for row in rows} == set(presets["norm"])
     for key_cell, norm_cell, finetune_cell, _ in rows:
         key = key_cell.strip("`")
         for name, cell in (("norm", norm_cell), ("norm_finetune", finetune_cell)):
-            assert _literal(cell) == presets[name][key], f"README: prune={name} {key} = {cell}"
+            assert _literal(cell) == presets[name][key], f"docs: prune={name} {key} = {cell}"
 
 
-def test_readme_latency_keys_match_the_config():
+def test_latency_reference_matches_the_config():
     latency = _compose("prune")[1]["latency"]
-    rows = _readme_table("| `latency.` key |")
+    rows = _doc_table("| `latency.` key |")
     assert {row[0].strip("`") for row in rows} == set(latency)
     for key_cell, default_cell, _ in rows:
         key = key_cell.strip("`")

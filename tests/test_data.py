@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from fmnist.data import RAW_MD5, DataError, load_splits, read_raw
-from fmnist.errors import ConfigError
+from fmnist.core.data import RAW_MD5, DataError, load_splits, read_raw
+from fmnist.core.errors import ConfigError
 from tests.helpers import DEBIAN_DIR, compose_cfg
 
 
@@ -48,7 +48,7 @@ def test_parallel_jobs_stage_one_fresh_folder(tmp_path):
     # the jobs of a parallel sweep (joblib, two workers) may all find the data folder empty and unpack at once
     from concurrent.futures import ProcessPoolExecutor
 
-    from fmnist.data import _stage
+    from fmnist.core.data import _stage
 
     with ProcessPoolExecutor(3) as pool:
         staged = list(pool.map(_stage, [tmp_path] * 3, [str(DEBIAN_DIR)] * 3))

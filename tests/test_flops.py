@@ -1,7 +1,7 @@
 import pytest
 
-from fmnist.flops import counted_macs, layer_counts, totals
-from fmnist.model import FashionCNN, n_params
+from fmnist.core.flops import counted_macs, layer_counts, totals
+from fmnist.core.model import FashionCNN, n_params
 
 
 def test_study_formula_for_medium_and_its_pruned_model():

@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
-from fmnist import checkpoint
-from fmnist.errors import ConfigError, UserError
-from fmnist.flops import totals
-from fmnist.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, reachable
-from fmnist.loop import keep_heap
+from fmnist.core import checkpoint
+from fmnist.core.errors import ConfigError, UserError
+from fmnist.core.flops import totals
+from fmnist.core.machine import keep_heap
+from fmnist.ops.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure
+from fmnist.ops.units import reachable
 from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from fmnist.errors import ConfigError
-from fmnist.model import ARCH_KEYS, FashionCNN, build, map_sides, n_params
-from fmnist.study import preset
+from fmnist.core.errors import ConfigError
+from fmnist.core.model import ARCH_KEYS, FashionCNN, build, map_sides, n_params
+from fmnist.core.study import preset
 from tests.helpers import compose_cfg
 
 MEDIUM = preset("medium")
@@ -13,7 +13,7 @@ MEDIUM = preset("medium")
 def test_presets_compose_and_build(tmp_path, preset):
     cfg = compose_cfg(tmp_path, [f"model={preset}"])
     assert set(ARCH_KEYS) | {"weight_init", "_target_"} == set(cfg.model)
-    from fmnist.loop import build_model
+    from fmnist.ops.loop import build_model
 
     model = build_model(cfg.model)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)

@@ -1,4 +1,4 @@
-"""fmnist.optuna_glue holds every private API of hydra-optuna-sweeper and Optuna that fmnist uses: these tests break
+"""fmnist.ops.optuna_glue holds every private API of hydra-optuna-sweeper and Optuna that fmnist uses: these tests break
 loudly when a new release of either moves one of them."""
 
 import subprocess
@@ -9,7 +9,7 @@ import optuna
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper import _impl as plugin
 
-from fmnist import optuna_glue
+from fmnist.ops import optuna_glue
 
 
 def test_pinned_versions():
@@ -32,7 +32,7 @@ def test_private_names_still_exist():
 
 _BRACKETS = """
 import optuna
-from fmnist.optuna_glue import StableHyperbandPruner
+from fmnist.ops.optuna_glue import StableHyperbandPruner
 pruner = StableHyperbandPruner(min_resource=1, max_resource=40, reduction_factor=3)
 study = optuna.create_study(study_name="s", pruner=pruner, direction="maximize")
 for _ in range(8):

@@ -5,12 +5,14 @@ import json
 import pytest
 import torch
 
-from fmnist import checkpoint
-from fmnist.errors import UserError
-from fmnist.flops import totals
-from fmnist.model import FashionCNN, build
-from fmnist.prune import LAYERS, prune, remove_units, unit_norms
-from fmnist.study import preset
+from fmnist.core import checkpoint
+from fmnist.core.errors import UserError
+from fmnist.core.flops import totals
+from fmnist.core.model import WIDTHS as LAYERS
+from fmnist.core.model import FashionCNN, build
+from fmnist.core.study import preset
+from fmnist.ops.units import remove_units, unit_norms
+from fmnist.prune import prune
 from tests.helpers import compose_cfg, prune_small, run_cli, small_cfg
 
 

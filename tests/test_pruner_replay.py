@@ -2,7 +2,7 @@
 
 import pytest
 
-from fmnist.errors import UserError
+from fmnist.core.errors import UserError
 from fmnist.pruner_replay import build_pruner, measure, replay
 
 

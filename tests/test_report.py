@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from fmnist.ops.training import train
 from fmnist.prune import prune
 from fmnist.report import main as report_main
-from fmnist.train import train
 from tests.helpers import TINY, run_cli, small_cfg, sweep_cmd
 
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from fmnist import runs
-from fmnist.errors import UserError
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.ops.trials import columns
 from fmnist.pruner_replay import curves_of
 from fmnist.retrain import configurations, retrain
-from fmnist.sweep_summary import columns
 from tests.helpers import SMALL
 
 

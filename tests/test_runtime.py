@@ -1,4 +1,4 @@
-"""The process's CPU settings (fmnist.loop.cpu_runtime): glibc keeps freed activations on the heap."""
+"""The process's CPU settings (fmnist.core.machine.cpu_runtime): glibc keeps freed activations on the heap."""
 
 import platform
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 # huge pages are on); a kept heap hands the same pages back
 FAULTS = """
 import resource, sys, torch
-from fmnist.loop import keep_heap
+from fmnist.core.machine import keep_heap
 if sys.argv[1] == "on":
     assert keep_heap()
 torch.ones(16_000_000)  # the first allocation faults its pages in either way

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fmnist.sweep_summary import peak_workers, wall_seconds
+from fmnist.ops.trials import peak_workers, wall_seconds
 from tests.helpers import REPO, TINY, read_rows, run_cli, sweep_cmd
 
 
@@ -242,8 +242,8 @@ def test_bad_pruner_input(tmp_path, overrides, message):
 def test_a_job_that_cannot_reach_its_storage_fails_with_the_reason(tmp_path):
     from omegaconf import OmegaConf
 
-    from fmnist.errors import UserError
-    from fmnist.sweep import pruning_callback
+    from fmnist.core.errors import UserError
+    from fmnist.ops.sweeper import pruning_callback
 
     storage = f"sqlite:///{tmp_path}/no/such/dir/optuna.db"
     sweeper = {"pruner": {"_target_": "optuna.pruners.MedianPruner"}, "study_name": "s", "storage": storage}
@@ -281,7 +281,7 @@ def test_a_proposal_twin_of_a_running_trial_is_found_and_the_last_write_dates_it
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from fmnist.sweep import last_activity, running_twin
+    from fmnist.ops.sweeper import last_activity, running_twin
 
     study = optuna.create_study(direction="maximize")
     space = {"model.fc1_size": CategoricalDistribution([50, 100])}

@@ -8,9 +8,10 @@ import time
 import pytest
 import torch
 
-from fmnist import checkpoint
-from fmnist.errors import ConfigError
-from fmnist.train import main, metric_value, train
+from fmnist.core import checkpoint
+from fmnist.core.errors import ConfigError
+from fmnist.ops.training import train
+from fmnist.train import main, metric_value
 from tests.helpers import REPO, SMALL, read_rows, run_cli, small_cfg
 
 
@@ -38,8 +39,8 @@ def test_checkpoints_load_weights_only_and_reproduce_metrics(two_epochs, data_ro
     out, summary = two_epochs
     model, ckpt = checkpoint.load_model(out / "checkpoints" / "best.pt")  # weights_only=True inside
     assert ckpt["epoch"] == summary["best"]["epoch"] and ckpt["arch"]["conv1_channels"] == 12
-    from fmnist.data import load_splits
-    from fmnist.loop import evaluate
+    from fmnist.core.data import load_splits
+    from fmnist.ops.loop import evaluate
 
     data = load_splits(small_cfg(out).data)
     _, test_acc = evaluate(model, data.test_x, data.test_y, 1000)
@@ -55,7 +56,7 @@ def test_same_seed_same_metrics(two_epochs, tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_metrics(two_epochs, tmp_path):
-    """kill -9 after the first epoch, rerun the README's resume command, compare with the uninterrupted run."""
+    """kill -9 after the first epoch, rerun the documented resume command, compare with the uninterrupted run."""
     run_dir = tmp_path / "run"
     args = ["fmnist.train", *SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(

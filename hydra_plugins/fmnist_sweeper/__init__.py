@@ -1,4 +1,4 @@
-"""Hydra finds sweepers only under the hydra_plugins namespace; the loop itself lives in fmnist/sweep.py.
+"""Hydra finds sweepers only under the hydra_plugins namespace; the loop itself lives in fmnist/ops/sweeper.py.
 
 Registers `hydra/sweeper: fmnist_optuna`: the stock Optuna sweeper's config plus `pruner`, a config group of its own
 (`hydra/sweeper/pruner=none|median|asha|hyperband`, YAML in conf/hydra/sweeper/pruner/)."""
@@ -28,6 +28,6 @@ class FmnistOptunaSweeper(OptunaSweeper):
     """The stock Optuna sweeper (config, search space, samplers) with fmnist's resumable, pruning sweep loop."""
 
     def __init__(self, pruner: Any = None, **kwargs) -> None:
-        from fmnist.sweep import ResumableSweeperImpl  # optuna is slow to import: only when sweeping
+        from fmnist.ops.sweeper import ResumableSweeperImpl  # it imports optuna, slow: Hydra loads plugins in every run
 
         self.sweeper = ResumableSweeperImpl(pruner=pruner, **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fmnist.errors import ConfigError
+from fmnist.core.errors import ConfigError
 
 SIDE, CLASSES = 28, 10
 ARCH_KEYS = ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")

@@ -30,9 +30,10 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from fmnist import optuna_glue, runs
-from fmnist.errors import UserError
-from fmnist.sweep_summary import DUPLICATE, SPANS, configuration, summarize
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.ops import optuna_glue
+from fmnist.ops.trials import DUPLICATE, SPANS, configuration, summarize
 
 log = logging.getLogger(__name__)
 

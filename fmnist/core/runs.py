@@ -7,12 +7,15 @@ Each stage's folder holds a `summary.json` whose `kind` says what made it:
     prune  a prune run (`python -m fmnist.prune`): trajectory.csv, pruned.pt
     bench  an inference benchmark (`python -m fmnist.bench`)
 
+and stages find their inputs through it (`newest`, `resolve_checkpoint`), never by guessing a file's shape.
+
 Files are written atomically (temp file in the same folder, then rename): a kill never leaves half a file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -20,8 +23,12 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from fmnist.errors import UserError
+from omegaconf import OmegaConf
 
+from fmnist.core.errors import UserError
+
+# the columns of every training run's metrics.csv (per epoch) and of its best epoch in summary.json
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 SUMMARY = "summary.json"
 MAKER = {
     "train": "python -m fmnist.train",
@@ -58,8 +65,6 @@ def write_json(obj: dict, path: str | Path) -> Path:
 
 
 def write_csv(rows: Iterable[dict], columns: Iterable[str], path: str | Path) -> Path:
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
@@ -123,12 +128,32 @@ def newest(root: str | Path, kind: str) -> Path:
     return found[-1]
 
 
+def resolve_checkpoint(spec: str | None, sweeps_dir: Path) -> Path:
+    """A .pt from a .pt, a run folder, a sweep folder or a best.json; by default the newest sweep's best."""
+    path = Path(spec) if spec else newest(sweeps_dir, "sweep")
+    if path.is_dir():
+        path = path / "best.json" if (path / "best.json").exists() else path / "checkpoints" / "best.pt"
+    if path.suffix == ".json":
+        try:
+            ckpt = Path(json.loads(path.read_text())["checkpoint"])
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{path} is not a sweep's best.json ({e}): give prune.checkpoint=PATH") from e
+        if not ckpt.exists():
+            raise UserError(f"{path} points to {ckpt}, which is gone: rerun the sweep or give prune.checkpoint=PATH")
+        return ckpt
+    return path
+
+
+def pct(x) -> str:
+    """An accuracy (a fraction, as files hold it) as the tables show it: percent with two decimals, '-' if none."""
+    return f"{100 * float(x):.2f}" if x not in (None, "") else "-"
+
+
 def start_wandb(cfg, out_dir: Path, **overrides):
     """A W&B run writing under out_dir, or None with logger=none / mode=disabled; overrides go to wandb.init."""
     if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
         return None
     import wandb  # only when used: it is slow to import
-    from omegaconf import OmegaConf
 
     settings = dict(
         project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),

@@ -6,6 +6,9 @@ import functools
 import logging
 import sys
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 log = logging.getLogger("fmnist")
 
 
@@ -35,7 +38,4 @@ def one_line_errors(fn):
 
 
 def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from fmnist.errors import UserError
-from fmnist.model import ARCH_KEYS, FashionCNN, build
-from fmnist.runs import atomic
+from fmnist.core.errors import UserError
+from fmnist.core.model import ARCH_KEYS, FashionCNN, build
+from fmnist.core.runs import atomic
 
 
 class CheckpointError(UserError):

@@ -8,7 +8,10 @@ Two counts, named everywhere:
 
 from __future__ import annotations
 
-from fmnist.model import CLASSES, map_sides
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fmnist.core.model import CLASSES, map_sides
 
 
 def conv_macs(out_side: int, c_in: int, kernel: int, c_out: int) -> int:
@@ -43,9 +46,6 @@ def totals(arch: dict) -> dict[str, int]:
 
 def counted_macs(model, batch: int = 1) -> int:
     """MACs per image as torch.utils.flop_counter counts them on the real modules (it counts 2 per MAC)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(batch, 1, 28, 28))
     return counter.get_total_flops() // (2 * batch)

@@ -13,7 +13,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import check_integrity
 
-from fmnist.errors import ConfigError, UserError
+from fmnist.core.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 

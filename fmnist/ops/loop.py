@@ -1,72 +1,15 @@
-"""Training mechanics shared by every stage: device choice, the epoch loop, evaluation, fine-tuning."""
+"""Training mechanics shared by every stage: the model and optimizer from config, the epoch loop, evaluation,
+fine-tuning."""
 
 from __future__ import annotations
 
-import ctypes
 import sys
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-
-from fmnist.errors import UserError
-
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
-
-
-def resolve_device(name: str) -> torch.device:
-    """trainer.device (validated: auto, cpu, cuda, cuda:N or mps) as a torch device that exists here."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device={name} but {torch.cuda.device_count()} CUDA GPUs are visible: "
-                            "use trainer.device=auto or cpu")  # fmt: skip
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("trainer.device=mps but MPS is not available here: use trainer.device=auto or cpu")
-    return torch.device(name)
-
-
-def set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_heap = {"kept": False}
-
-
-def keep_heap() -> bool:
-    """Have glibc keep freed memory on the heap. By default it gives every allocation above its mmap threshold
-    (128 KB, rising to at most 32 MB) a fresh mapping and unmaps it on free, so each eager CPU call page-faults its
-    activations in anew (a batch of 1000 through medium: conv1's output alone is 32 MB). High mmap and trim thresholds
-    do what jemalloc or tcmalloc would (PyTorch's CPU performance guide). Measured by fmnist.bench on the 2-core
-    AVX-512 EPYC: eager inference over 60 000 images, medium 4.7 -> 2.7 s (README: The allocator).
-    Returns whether it applies: glibc only, once per process (the heap then grows to the peak and stays)."""
-    if not _heap["kept"]:
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-            _heap["kept"] = bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
-        except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator as it is
-            pass
-    return _heap["kept"]
-
-
-def heap_kept() -> bool:
-    return _heap["kept"]
-
-
-def cpu_runtime(trainer: DictConfig) -> None:
-    """This process's CPU settings from the trainer group: torch threads and, with trainer.malloc_heap, keep_heap."""
-    set_threads(trainer.threads)
-    if trainer.malloc_heap:
-        keep_heap()
+from tqdm import tqdm
 
 
 def build_model(model_cfg: DictConfig):
@@ -127,6 +70,4 @@ def progress_bar(setting, epoch: int):
     show = sys.stderr.isatty() if setting == "auto" else setting
     if not show:
         return None
-    from tqdm import tqdm
-
     return lambda it: tqdm(it, desc=f"epoch {epoch}", unit="batch", leave=False)

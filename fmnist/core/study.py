@@ -7,9 +7,12 @@ import functools
 import math
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from fmnist.core.model import ARCH_KEYS, WIDTHS
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # The study's published figures.
 PUBLISHED = {
@@ -26,8 +29,6 @@ PUBLISHED = {
 @functools.cache
 def search_space() -> dict[str, list]:
     """The study's grid as conf/hparams_search/study_grid.yaml declares it: dotted key -> its choices."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = OmegaConf.load(CONF / "hparams_search" / "study_grid.yaml").hydra.sweeper.params
     parser = OverridesParser.create()
     return {key: list(parser.parse_override(f"{key}={value}").value().list) for key, value in params.items()}
@@ -40,8 +41,6 @@ def grid_points() -> int:
 @functools.cache
 def preset(name: str) -> dict:
     """A model preset's architecture keys: conf/model/NAME.yaml over the presets its defaults list names."""
-    from fmnist.model import ARCH_KEYS
-
     node = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     merged = OmegaConf.create()
     for base in node.get("defaults", []):  # e.g. [medium, _self_]: the presets extend medium
@@ -52,6 +51,4 @@ def preset(name: str) -> dict:
 
 def pruned_arch() -> dict:
     """The study's pruned model: the medium preset with its (c1, c2, f1)."""
-    from fmnist.model import WIDTHS
-
     return {**preset("medium"), **dict(zip(WIDTHS.values(), PUBLISHED["pruned_widths"], strict=True))}

@@ -1,0 +1,211 @@
+"""Which units go, and when to stop: the study's layer-after-layer method, global selection by accuracy lost per
+FLOP or per measured millisecond saved, and budgets (prune.target_flops_ratio, prune.target_speedup). `Pruning` holds
+what one prune run shares between its steps; `python -m fmnist.prune` drives it and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from fmnist.core.checks import integer, number, one_of, optional
+from fmnist.core.errors import ConfigError, UserError
+from fmnist.core.flops import totals
+from fmnist.core.model import WIDTHS as LAYERS  # prunable layer -> its width key
+from fmnist.core.model import FashionCNN, widths
+from fmnist.ops.latency import LatencyTable
+from fmnist.ops.loop import evaluate, finetune
+from fmnist.ops.units import floor_arch, lattice, remove_units, step_of, unit_norms
+
+log = logging.getLogger(__name__)
+
+# trajectory.csv: one row per step
+COLUMNS = ("step", "layer", "unit", "norm", "conv1_channels", "conv2_channels", "fc1_size", "study_flops", "macs",
+           "params", "predicted_ms", "val_accuracy", "test_accuracy", "status")  # fmt: skip
+
+
+def check_prune(p: DictConfig) -> None:
+    if not isinstance(p.layers, ListConfig | list) or not p.layers:
+        raise ConfigError(f"prune.layers={p.layers}: give a list of {list(LAYERS)}")
+    unknown = [layer for layer in p.layers if layer not in LAYERS]
+    if unknown:
+        raise ConfigError(f"prune.layers has {unknown}: prunable layers are {list(LAYERS)} (fc2 is the output layer)")
+    one_of(p.criterion, "prune.criterion", ("l1", "l2"))
+    optional(number, p.tolerance, "prune.tolerance", 0, 1)
+    if isinstance(p.step, DictConfig):
+        for layer in p.layers:
+            per_layer = " (one per pruned layer: {conv1: 1, conv2: 1, fc1: 4})"
+            integer(p.step.get(layer), f"prune.step.{layer}", fix=per_layer)
+    else:
+        integer(p.step, "prune.step", fix=" (or one per layer: {conv1: 1, conv2: 1, fc1: 4})")
+    integer(p.min_units, "prune.min_units")
+    number(p.finetune_epochs, "prune.finetune_epochs", 0)
+    optional(number, p.finetune_lr, "prune.finetune_lr", 0, low_open=True)
+    number(p.final_finetune_epochs, "prune.final_finetune_epochs", 0)
+    one_of(p.selection, "prune.selection", ("layerwise", "global"))
+    one_of(p.cost, "prune.cost", ("flops", "latency"))
+    optional(number, p.target_flops_ratio, "prune.target_flops_ratio", 1)
+    optional(number, p.target_speedup, "prune.target_speedup", 1)
+    optional(number, p.min_saving, "prune.min_saving", 0, 1, low_open=True, high_open=True)
+    if p.min_saving and p.selection != "global":
+        raise ConfigError(
+            "prune.min_saving sizes global selection's candidates: set prune.selection=global, "
+            "or prune.min_saving=null for the study's one step at a time"
+        )
+    if p.selection == "global" and p.tolerance is None and not (p.target_flops_ratio or p.target_speedup):
+        raise ConfigError(
+            "prune.selection=global with no tolerance and no budget would prune every layer to "
+            "min_units: set prune.tolerance, prune.target_flops_ratio or prune.target_speedup"
+        )
+
+
+def row(step, layer, unit, norm, model, val, test, status, table=None) -> dict:
+    counts = totals(model.arch)
+    return {"step": step, "layer": layer, "unit": unit, "norm": norm, **{k: model.arch[k] for k in LAYERS.values()},
+            "study_flops": counts["study_flops"], "macs": counts["macs"], "params": counts["params"],
+            "predicted_ms": round(table.model_ms(model.arch), 3) if table else "",
+            "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
+
+
+class Budget:
+    """How far to prune: prune.target_flops_ratio (the study's FLOPs formula) and/or prune.target_speedup (predicted
+    by the latency table), all met; without either, only the tolerance stops pruning."""
+
+    def __init__(self, p, arch: dict, table: LatencyTable | None):
+        self.flops_ratio, self.speedup, self.table = p.target_flops_ratio, p.target_speedup, table
+        self.flops0 = totals(arch)["study_flops"]
+        self.ms0 = table.model_ms(arch) if table else None
+        floor = floor_arch(arch, p.layers, p.step, p.min_units)
+        if self.flops_ratio and self.flops(floor) < self.flops_ratio:
+            raise UserError(f"prune.target_flops_ratio={self.flops_ratio} cannot be met: pruning {list(p.layers)} "
+                            f"down to min_units={p.min_units} gives {widths(floor)}, {self.flops(floor):.2f}x "
+                            "fewer FLOPs at most")  # fmt: skip
+        if self.speedup and self.speed(floor) < self.speedup:
+            raise UserError(f"prune.target_speedup={self.speedup} cannot be met on {table.meta['engine']}: "
+                            f"pruning {list(p.layers)} down to min_units={p.min_units} gives {widths(floor)}, "
+                            f"predicted {self.speed(floor):.2f}x faster at most")  # fmt: skip
+
+    @property
+    def given(self) -> bool:
+        return bool(self.flops_ratio or self.speedup)
+
+    def flops(self, arch: dict) -> float:
+        return self.flops0 / totals(arch)["study_flops"]
+
+    def speed(self, arch: dict) -> float | None:
+        return self.ms0 / self.table.model_ms(arch) if self.table else None
+
+    def met(self, arch: dict) -> bool:
+        return self.given and (not self.flops_ratio or self.flops(arch) >= self.flops_ratio) and \
+            (not self.speedup or self.speed(arch) >= self.speedup)  # fmt: skip
+
+    def report(self, arch: dict, stopped: str) -> dict:
+        return {"target_flops_ratio": self.flops_ratio, "target_speedup": self.speedup, "met": self.met(arch),
+                "flops_ratio": self.flops(arch), "predicted_speedup": self.speed(arch), "stopped": stopped}  # fmt: skip
+
+
+class Pruning:
+    """What one prune run shares between its steps: data, scores, the trajectory, W&B, cost and budget."""
+
+    def __init__(self, cfg, model, data, table, budget, run):
+        self.cfg, self.p, self.data, self.table, self.budget, self.run = cfg, cfg.prune, data, table, budget, run
+        self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
+        self.base_val, base_test = self.scores(model)
+        self.cost0 = self.cost(model.arch)  # the unpruned model's, for prune.min_saving
+        self.rows = [row(0, "", "", "", model, self.base_val, base_test, "start", table)]
+
+    def val(self, m) -> float:
+        return evaluate(m, self.data.val_x, self.data.val_y, self.cfg.trainer.eval_batch_size)[1]
+
+    def scores(self, m) -> tuple[float, float]:
+        return self.val(m), evaluate(m, self.data.test_x, self.data.test_y, self.cfg.trainer.eval_batch_size)[1]
+
+    def finetune(self, m, epochs) -> None:
+        if epochs:
+            finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle,
+                     self.p.finetune_lr)  # fmt: skip
+
+    def cost(self, arch: dict) -> float:
+        return self.table.model_ms(arch) if self.p.cost == "latency" else totals(arch)["study_flops"]
+
+    def weakest(self, model, layer, count: int | None = None) -> tuple[list[int], torch.Tensor]:
+        norms = unit_norms(model, layer, self.p.criterion)
+        return norms.argsort()[: count or step_of(self.p.step, layer)].tolist(), norms
+
+    def removal(self, model, layer) -> int:
+        """How many units global selection's candidate takes from `layer`: one step; with prune.min_saving, the
+        fewest steps that save that share of the unpruned model's cost (NetAdapt's per-iteration reduction: a
+        kernel's time falls in cliffs, e.g. fc1 on ONNX Runtime at 16 neurons, which one step at a time never sees),
+        or, where no width saves that much, the layer's cheapest width. 0: the layer is at min_units."""
+        width = model.arch[LAYERS[layer]]
+        smaller = lattice(width, step_of(self.p.step, layer), self.p.min_units)[1:]
+        if not smaller or not self.p.min_saving:
+            return width - smaller[0] if smaller else 0
+        cost = self.cost(model.arch)
+        costs = [(w, self.cost({**model.arch, LAYERS[layer]: w})) for w in smaller]
+        enough = [w for w, c in costs if cost - c >= self.p.min_saving * self.cost0]
+        return width - (enough[0] if enough else min(costs, key=lambda wc: wc[1])[0])
+
+    def record(self, layer, units, norms, candidate, val, test) -> bool:
+        """Log one step; True if it is kept (within prune.tolerance of the unpruned model's validation accuracy)."""
+        kept = self.p.tolerance is None or self.base_val - val <= self.p.tolerance
+        entry = row(len(self.rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),
+                   candidate, val, test, "kept" if kept else "reverted", self.table)  # fmt: skip
+        self.rows.append(entry)
+        speed = f"  {self.budget.speed(candidate.arch):.2f}x predicted" if self.table else ""
+        log.info("%-5s -unit %-4s (c1, c2, f1) = %s  val %.2f%%  test %.2f%%  %.2fx FLOPs%s  %s", layer, entry["unit"],
+                 widths(candidate.arch), 100 * val, 100 * test, self.budget.flops(candidate.arch), speed,
+                 entry["status"])  # fmt: skip
+        if self.run:
+            self.run.log({k: v for k, v in entry.items() if isinstance(v, int | float)} | {"layer": layer})
+        return kept
+
+    def layerwise(self, model) -> tuple[FashionCNN, str]:
+        """The study's method: the weakest unit(s) of one layer at a time, layer after layer, until a step costs more
+        than the tolerance (then the next layer) or the budget is met."""
+        for layer in self.p.layers:
+            while model.arch[LAYERS[layer]] - step_of(self.p.step, layer) >= self.p.min_units:
+                if self.budget.met(model.arch):
+                    return model, "budget met"
+                units, norms = self.weakest(model, layer)
+                candidate = remove_units(model, layer, units)
+                self.finetune(candidate, self.p.finetune_epochs)
+                if not self.record(layer, units, norms, candidate, *self.scores(candidate)):
+                    break
+                model = candidate
+        return model, "budget met" if self.budget.met(model.arch) else "every layer done"
+
+    def global_(self, model) -> tuple[FashionCNN, str]:
+        """Beyond the study: at every step, each layer's weakest unit(s) (prune.min_saving: as many as save that
+        much) are removed in turn and fine-tuned alike; the candidate that loses the least validation accuracy per
+        unit of cost saved (FLOPs or predicted time) is taken. Stops at the budget, or at the first step beyond the
+        tolerance."""
+        before = self.base_val  # the current model's validation accuracy, from its own step
+        while not self.budget.met(model.arch):
+            state, cost = self.shuffle.get_state(), self.cost(model.arch)
+            candidates = []
+            for layer in self.p.layers:
+                count = self.removal(model, layer)
+                if not count:
+                    continue
+                units, norms = self.weakest(model, layer, count)
+                candidate = remove_units(model, layer, units)
+                self.shuffle.set_state(state)  # every candidate fine-tunes on the same batches
+                self.finetune(candidate, self.p.finetune_epochs)
+                val, saved = self.val(candidate), cost - self.cost(candidate.arch)
+                candidates.append((layer, units, norms, candidate, val, saved, self.shuffle.get_state()))
+                log.debug("candidate %s %s: val %.4f, saves %.4g", layer, widths(candidate.arch), val, saved)
+            if not candidates:
+                return model, "every layer at min_units"
+            saving = [c for c in candidates if c[5] > 0]
+            # a candidate that saves nothing (a slower kernel for fewer channels) goes only when none saves anything
+            layer, units, norms, candidate, val, _, state = (
+                min(saving, key=lambda c: (before - c[4]) / c[5]) if saving else max(candidates, key=lambda c: c[4])
+            )
+            self.shuffle.set_state(state)
+            if not self.record(layer, units, norms, candidate, val, self.scores(candidate)[1]):
+                return model, f"tolerance: the best next step ({layer}) loses more than {self.p.tolerance}"
+            model, before = candidate, val
+        return model, "budget met"

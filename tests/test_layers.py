@@ -1,0 +1,173 @@
+"""The floor plan (fmnist/__init__.py): core below ops below the stages; no import circle anywhere, function-level
+imports included; a stage never imports another; an import inside a function is a heavy optional dependency and says
+so. Every import is read with `ast`, nothing is imported."""
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PACKAGES = ("fmnist", "hydra_plugins/fmnist_sweeper")
+# what may be imported inside a function: slow or optional, and never needed by every caller of the module
+HEAVY = ("matplotlib", "onnxruntime", "onnx", "optuna", "wandb", "torch._inductor")
+
+
+def modules(root: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py under the project's packages."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def imports(path: Path, known: set[str]) -> list[tuple[str, str, int, bool]]:
+    """(imported name, project module it resolves to or '', line, inside a function) for every import in the file."""
+    tree = ast.parse(path.read_text())
+    nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+              for n in ast.walk(f) if n is not f}  # fmt: skip
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from fmnist.core import runs` names the module fmnist.core.runs; `from fmnist.core.runs import X` not
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            names = [name if name in known else node.module for name in names]
+        else:
+            continue
+        for name in names:
+            target = next((m for m in (name, name.rsplit(".", 1)[0]) if m in known), "")
+            out.append((name, target, node.lineno, id(node) in nested))
+    return out
+
+
+def floor(module: str) -> int:
+    """As the README's layout numbers them: 1 core, 2 ops, 3 stages."""
+    if module == "fmnist":
+        return 0  # the package's docstring only
+    if module.startswith("fmnist.core"):
+        return 1
+    if module.startswith("fmnist.ops"):
+        return 2
+    return 3  # a stage (fmnist/<name>.py) or the Hydra plugin
+
+
+def graph(root: Path) -> dict[str, set[str]]:
+    mods = modules(root)
+    return {m: {t for _, t, _, _ in imports(p, set(mods)) if t and t != m} for m, p in mods.items()}
+
+
+def circle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as [a, b, ..., a], or None."""
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(edges.get(m, ())):
+            if state.get(n) == "open":
+                return [*stack[stack.index(n) :], n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = "done"
+        return None
+
+    for m in sorted(edges):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def wrong_floor(edges: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for m, targets in edges.items():
+        for t in targets:
+            if floor(t) > floor(m):
+                bad.append(f"{m} (floor {floor(m)}) imports {t} (floor {floor(t)}): move what it needs down")
+            elif floor(t) == floor(m) == 3:
+                bad.append(f"stage {m} imports stage {t}: what two stages share moves down to fmnist/ops or core")
+    return sorted(bad)
+
+
+def import_optuna(mods: dict[str, Path]) -> set[str]:
+    """The project modules that import optuna at their top level: slow to import, so never in a single run."""
+    known = set(mods)
+    return {m for m, p in mods.items() if any(n.startswith("optuna") and not f for n, _, _, f in imports(p, known))}
+
+
+def test_no_import_circle():
+    assert circle(graph(REPO)) is None
+
+
+def test_every_import_goes_down_a_floor_and_no_stage_imports_another():
+    assert wrong_floor(graph(REPO)) == []
+
+
+def test_stages_are_the_entry_points():
+    """A stage is a command (it runs as `python -m fmnist.NAME`); nothing below the stages is one."""
+    for name, path in modules(REPO).items():
+        entry = 'if __name__ == "__main__":' in path.read_text()
+        assert entry == (floor(name) == 3 and name.startswith("fmnist.")), name
+
+
+def test_function_level_imports_are_heavy_and_say_why():
+    mods = modules(REPO)
+    slow = import_optuna(mods)
+    for path in mods.values():
+        lines = path.read_text().splitlines()
+        for imported, target, line, inside in imports(path, set(mods)):
+            if not inside:
+                continue
+            where = f"{path.relative_to(REPO)}:{line} imports {imported} inside a function"
+            assert imported.startswith(HEAVY) or target in slow, f"{where}: import it at the top"
+            assert "#" in lines[line - 1] or lines[line - 2].strip().startswith("#"), f"{where} without saying why"
+
+
+def test_slow_imports_stay_out_of_a_single_run():
+    """`python -m fmnist.train` (no --multirun) and the other single runs never import optuna at import time."""
+    mods = modules(REPO)
+    top = {m: {t for _, t, _, f in imports(p, set(mods)) if t and not f} for m, p in mods.items()}
+    heavy = import_optuna(mods)
+    for stage in ("fmnist.train", "fmnist.prune", "fmnist.bench", "fmnist.report", "hydra_plugins.fmnist_sweeper"):
+        seen, todo = set(), [stage]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += top[m]
+        assert not seen & heavy, f"{stage} imports {sorted(seen & heavy)}, which import optuna"
+
+
+@pytest.fixture
+def copy_of_the_package(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def test_a_circle_added_by_hand_is_found(copy_of_the_package):
+    """checkpoint imports runs; a function in runs importing checkpoint back closes a circle inside one floor."""
+    runs = copy_of_the_package / "fmnist/core/runs.py"
+    runs.write_text(runs.read_text() + "\n\ndef _load(path):\n    from fmnist.core import checkpoint\n\n    return "
+                    "checkpoint.load(path)\n")  # fmt: skip
+    found = circle(graph(copy_of_the_package))
+    assert found and found[0] == found[-1] and {"fmnist.core.runs", "fmnist.core.checkpoint"} <= set(found)
+
+
+def test_an_import_up_a_floor_or_across_stages_is_found(copy_of_the_package):
+    model = copy_of_the_package / "fmnist/core/model.py"
+    model.write_text(model.read_text() + "\nfrom fmnist.ops.units import lattice  # noqa\n")
+    bench = copy_of_the_package / "fmnist/bench.py"
+    bench.write_text(bench.read_text() + "\nfrom fmnist.prune import prune  # noqa\n")
+    bad = wrong_floor(graph(copy_of_the_package))
+    assert any(b.startswith("fmnist.core.model (floor 1) imports fmnist.ops.units") for b in bad), bad
+    assert "stage fmnist.bench imports stage fmnist.prune" in " ".join(bad)
+    assert circle(graph(copy_of_the_package))  # units imports model back
