@@ -27,6 +27,7 @@ from fmnist.core.flops import totals
 from fmnist.core.machine import cpu_runtime, resolve_device
 from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import widths
+from fmnist.core.precision import resolve as resolve_precision
 from fmnist.ops.latency import LatencyTable, check_latency, table_path
 from fmnist.ops.plots import pruning_plots
 from fmnist.ops.selection import COLUMNS, Budget, Pruning, check_prune, row
@@ -47,9 +48,12 @@ def prune(cfg: DictConfig) -> dict:
     table = LatencyTable.open(cfg.latency, cfg.trainer.threads) if needed else None
     try:
         budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
+        device = resolve_device(cfg.trainer.device)
+        precision = dict(zip(("used", "why"), resolve_precision(cfg.trainer.precision, device), strict=True))
+        precision["requested"] = cfg.trainer.precision
+        log.info("precision %s (%s)", precision["used"], precision["why"])
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.trainer.seed)
-        device = resolve_device(cfg.trainer.device)
         model.to(device)
         original = model
         run = runs.start_wandb(cfg, out_dir, job_type="prune", group=cfg.logger.get("group") or "prune")
@@ -57,7 +61,7 @@ def prune(cfg: DictConfig) -> dict:
             run.define_metric("*", step_metric="step")
         started = time.perf_counter()
         try:
-            state = Pruning(cfg, model, load_splits(cfg.data, device), table, budget, run)
+            state = Pruning(cfg, model, load_splits(cfg.data, device), table, budget, run, precision["used"])
             model, stopped = state.layerwise(model) if p.selection == "layerwise" else state.global_(model)
             if budget.given and not budget.met(model.arch):
                 log.warning("budget not met: %s reached %.2fx fewer FLOPs%s; stopped by %s", widths(model.arch),
@@ -70,7 +74,8 @@ def prune(cfg: DictConfig) -> dict:
                 log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
                          100 * test)  # fmt: skip
             summary = _write_outputs(cfg, out_dir, source, ckpt, original, model, state.rows,
-                                     time.perf_counter() - started, budget.report(model.arch, stopped))  # fmt: skip
+                                     time.perf_counter() - started, budget.report(model.arch, stopped),
+                                     precision)  # fmt: skip
             if run:
                 run.summary.update({f"final/{k}": v for k, v in summary["after"].items() if not isinstance(v, dict)})
             return summary
@@ -82,7 +87,7 @@ def prune(cfg: DictConfig) -> dict:
             table.save()
 
 
-def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, budget: dict) -> dict:
+def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, budget: dict, precision: dict) -> dict:
     runs.write_csv(rows, COLUMNS, out_dir / "trajectory.csv")
     final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
 
@@ -107,6 +112,7 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, b
         "budget": budget,
         "steps": len(rows) - 1,
         "seconds": seconds,
+        "precision": precision,  # of evaluation and fine-tuning (trainer.precision)
         "prune": OmegaConf.to_container(cfg.prune, resolve=True),
     }
     summary["plots"] = [str(p) for p in pruning_plots(rows, out_dir)]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from fmnist.core.errors import ConfigError
 from fmnist.core.model import INITS, check_arch
+from fmnist.core.precision import PRECISIONS
 from fmnist.core.runs import METRICS
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -91,6 +92,7 @@ def check_trainer(t: DictConfig) -> None:
     one_of(t.progress, "trainer.progress", ("auto", True, False))
     optional(integer, t.threads, "trainer.threads", fix=" (or null: torch's default)")
     one_of(t.malloc_heap, "trainer.malloc_heap", (True, False))
+    one_of(t.precision, "trainer.precision", PRECISIONS)
 
 
 def check_logger(lg: DictConfig) -> None:

@@ -109,23 +109,25 @@ class Budget:
 class Pruning:
     """What one prune run shares between its steps: data, scores, the trajectory, W&B, cost and budget."""
 
-    def __init__(self, cfg, model, data, table, budget, run):
+    def __init__(self, cfg, model, data, table, budget, run, precision: str = "fp32"):
         self.cfg, self.p, self.data, self.table, self.budget, self.run = cfg, cfg.prune, data, table, budget, run
+        self.precision = precision  # of evaluation and fine-tuning; the weights stay fp32
         self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
         self.base_val, base_test = self.scores(model)
         self.cost0 = self.cost(model.arch)  # the unpruned model's, for prune.min_saving
         self.rows = [row(0, "", "", "", model, self.base_val, base_test, "start", table)]
 
     def val(self, m) -> float:
-        return evaluate(m, self.data.val_x, self.data.val_y, self.cfg.trainer.eval_batch_size)[1]
+        return evaluate(m, self.data.val_x, self.data.val_y, self.cfg.trainer.eval_batch_size, self.precision)[1]
 
     def scores(self, m) -> tuple[float, float]:
-        return self.val(m), evaluate(m, self.data.test_x, self.data.test_y, self.cfg.trainer.eval_batch_size)[1]
+        test = evaluate(m, self.data.test_x, self.data.test_y, self.cfg.trainer.eval_batch_size, self.precision)[1]
+        return self.val(m), test
 
     def finetune(self, m, epochs) -> None:
         if epochs:
             finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle,
-                     self.p.finetune_lr)  # fmt: skip
+                     self.p.finetune_lr, self.precision)  # fmt: skip
 
     def cost(self, arch: dict) -> float:
         return self.table.model_ms(arch) if self.p.cost == "latency" else totals(arch)["study_flops"]

@@ -4,6 +4,7 @@ runs the epochs, writes metrics.csv, checkpoints and summary.json, and logs to W
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -21,6 +22,8 @@ from fmnist.core.data import load_splits
 from fmnist.core.errors import UserError
 from fmnist.core.machine import cpu_runtime, resolve_device
 from fmnist.core.model import n_params
+from fmnist.core.precision import resolve as resolve_precision
+from fmnist.core.precision import scaler
 from fmnist.core.runs import METRICS
 from fmnist.ops import loop
 
@@ -36,6 +39,8 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     `should_stop(epoch, row)` is asked after every epoch; a reason it returns ends the run as `pruned` (a sweep's
     pruner uses it)."""
     check(cfg)
+    device = resolve_device(cfg.trainer.device)  # before anything is written: an impossible device or precision
+    precision = dict(zip(("used", "why"), resolve_precision(cfg.trainer.precision, device), strict=True))
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
@@ -43,7 +48,6 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     cpu_runtime(cfg.trainer)
     torch.manual_seed(cfg.trainer.seed)  # model init
     model = loop.build_model(cfg.model)
-    device = resolve_device(cfg.trainer.device)
     model.to(device)
     optimizer = loop.build_optimizer(cfg.optimizer, model)
     shuffle = torch.Generator().manual_seed(cfg.trainer.seed)  # batch order, saved for resume
@@ -52,8 +56,9 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     best: dict | None = None
     wandb_id, wall_before = None, 0.0
     last_path = ckpt_dir / "last.pt"
+    resumed = None
     if cfg.trainer.resume and last_path.exists():
-        ckpt = checkpoint.load(last_path)  # on the CPU: the RNG state must stay there
+        ckpt = resumed = checkpoint.load(last_path)  # on the CPU: the RNG state must stay there
         if ckpt["arch"] != model.arch:
             raise UserError(
                 f"{last_path} holds architecture {ckpt['arch']} but the config asks for {model.arch}: "
@@ -63,8 +68,20 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
         optimizer.load_state_dict(ckpt["optimizer"])
         shuffle.set_state(ckpt["rng"]["shuffle"])
         history, best, wandb_id, wall_before = ckpt["history"], ckpt["best"], ckpt["wandb_id"], ckpt["wall_seconds"]
+        started_in = ckpt.get("precision", {}).get("used", "fp32")  # checkpoints from before trainer.precision: fp32
+        if cfg.trainer.precision not in ("auto", started_in):
+            raise UserError(f"{last_path} was trained in {started_in} but trainer.precision={cfg.trainer.precision}: "
+                            "a resumed run keeps its precision; use trainer.precision=auto, another hydra.run.dir, "
+                            "or trainer.resume=false")  # fmt: skip
+        if started_in != precision["used"]:
+            precision = {"used": started_in, "why": f"resumed: the run started in {started_in}"}
         log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
 
+    grad_scaler = scaler(precision["used"], device)
+    if grad_scaler and resumed and resumed.get("grad_scaler"):
+        grad_scaler.load_state_dict(resumed["grad_scaler"])
+    precision["requested"] = cfg.trainer.precision
+    log.info("precision %s (%s)", precision["used"], precision["why"])
     data = load_splits(cfg.data, device)
     run = runs.start_wandb(cfg, out_dir, id=wandb_id, resume="allow" if wandb_id else None)
     if run:
@@ -74,9 +91,8 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
         for epoch in range(len(history) + 1, cfg.trainer.max_epochs + 1):
             t0 = time.perf_counter()
             bar = loop.progress_bar(cfg.trainer.progress, epoch)
-            train_loss, train_acc = loop.train_epoch(
-                model, optimizer, data.train_x, data.train_y, cfg.data.batch_size, shuffle, bar
-            )
+            train_loss, train_acc = loop.train_epoch(model, optimizer, data.train_x, data.train_y, cfg.data.batch_size,
+                                                     shuffle, bar, precision["used"], grad_scaler)  # fmt: skip
             train_seconds = time.perf_counter() - t0
             patience = cfg.trainer.chance_patience
             if not math.isfinite(train_loss):  # the weights are gone: stop instead of burning epochs
@@ -87,8 +103,10 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                 status = "diverged"
                 log.warning("diverged: %s; stopping (lower optimizer.lr)", reason)
                 break
-            val_loss, val_acc = loop.evaluate(model, data.val_x, data.val_y, cfg.trainer.eval_batch_size)
-            test_loss, test_acc = loop.evaluate(model, data.test_x, data.test_y, cfg.trainer.eval_batch_size)
+            evaluate = functools.partial(loop.evaluate, model, batch_size=cfg.trainer.eval_batch_size,
+                                         precision=precision["used"])  # fmt: skip
+            val_loss, val_acc = evaluate(data.val_x, data.val_y)
+            test_loss, test_acc = evaluate(data.test_x, data.test_y)
             row = dict(
                 epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
                 val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc, train_seconds=train_seconds,
@@ -99,7 +117,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             if improved:
                 best = {k: row[k] for k in ("epoch", *METRICS)}
             state = _checkpoint(model, optimizer, shuffle, history, best, run,
-                                wall_before + time.perf_counter() - started)  # fmt: skip
+                                wall_before + time.perf_counter() - started, precision, grad_scaler)  # fmt: skip
             checkpoint.save(state, last_path)
             if improved:
                 checkpoint.save(state, ckpt_dir / "best.pt")
@@ -124,6 +142,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             "params": n_params(model),
             "wall_seconds": wall_before + time.perf_counter() - started,
             "device": str(device),
+            "precision": precision,  # requested, used and why (trainer.precision=auto decides per machine)
             "best_checkpoint": str((ckpt_dir / "best.pt").resolve()) if best else None,
             "multirun": HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
             "config": OmegaConf.to_container(cfg, resolve=True),
@@ -133,6 +152,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             if best:
                 run.summary.update({f"best/{k}": v for k, v in best.items()})
             run.summary["status"] = status
+            run.summary["precision"] = precision["used"]
             if status != "completed":  # a dashboard filter: pruned and diverged runs are tagged
                 run.tags = (*run.tags, status)
         return summary
@@ -141,8 +161,9 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             run.finish(exit_code=0 if status in ("completed", "pruned") else 1)
 
 
-def _checkpoint(model, optimizer, shuffle, history, best, run, wall) -> dict:
+def _checkpoint(model, optimizer, shuffle, history, best, run, wall, precision, grad_scaler) -> dict:
     return {
+        "precision": dict(precision),  # the weights stay fp32 in every precision
         "arch": dict(model.arch),
         "state_dict": model.state_dict(),
         "epoch": history[-1]["epoch"],
@@ -153,4 +174,5 @@ def _checkpoint(model, optimizer, shuffle, history, best, run, wall) -> dict:
         "rng": {"shuffle": shuffle.get_state()},
         "wandb_id": run.id if run else None,
         "wall_seconds": wall,
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler else None,
     }
