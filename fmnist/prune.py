@@ -49,9 +49,8 @@ def prune(cfg: DictConfig) -> dict:
     try:
         budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
         device = resolve_device(cfg.trainer.device)
-        precision = dict(zip(("used", "why"), resolve_precision(cfg.trainer.precision, device), strict=True))
-        precision["requested"] = cfg.trainer.precision
-        log.info("precision %s (%s)", precision["used"], precision["why"])
+        precision = resolve_precision(cfg.trainer.precision, device)
+        log.info("precision %(used)s (%(why)s)", precision)
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.trainer.seed)
         model.to(device)

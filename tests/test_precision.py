@@ -24,13 +24,13 @@ TINY = ("data.subset=3000", "data.val_size=500")
      ({"amx_bf16", "amx_tile", "avx512_bf16"}, "bf16")],
 )  # fmt: skip
 def test_auto_picks_bf16_on_a_cpu_only_where_it_is_native(flags, expected):
-    used, why = resolve("auto", CPU, flags)
-    assert used == expected and why.startswith("auto:")
+    chosen = resolve("auto", CPU, flags)
+    assert chosen["used"] == expected and chosen["why"].startswith("auto:")
 
 
 def test_asked_precisions_on_the_cpu():
-    assert resolve("fp32", CPU, set()) == ("fp32", "asked for")
-    assert resolve("bf16", CPU, {"avx2"}) == ("bf16", "asked for")  # emulated there: slower, but it runs
+    assert resolve("fp32", CPU, set()) == {"requested": "fp32", "used": "fp32", "why": "asked for"}
+    assert resolve("bf16", CPU, {"avx2"})["used"] == "bf16"  # emulated there: slower, but it runs
     with pytest.raises(UserError, match="trainer.precision=fp16 needs a CUDA GPU"):
         resolve("fp16", CPU)
 

@@ -13,29 +13,25 @@ without them autocast emulates bf16 and is slower.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
 from fmnist.core.errors import UserError
+from fmnist.core.machine import cpu_flags
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 in hardware
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+def resolve(name: str, device: torch.device, flags: set[str] | None = None) -> dict:
+    """{requested, used (fp32 | bf16 | fp16), why} for trainer.precision on `device`, as summaries record it; a
+    UserError where it cannot run there."""
+    used, why = _choose(name, device, flags)
+    return {"requested": name, "used": used, "why": why}
 
 
-def resolve(name: str, device: torch.device, flags: set[str] | None = None) -> tuple[str, str]:
-    """(fp32 | bf16 | fp16, why) for trainer.precision on `device`; a UserError where it cannot run there."""
+def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[str, str]:
     if name == "fp16" and device.type != "cuda":
         raise UserError(f"trainer.precision=fp16 needs a CUDA GPU (its gradient scaler); on {device.type} use bf16, "
                         "fp32 or auto")  # fmt: skip

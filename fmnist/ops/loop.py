@@ -71,10 +71,11 @@ def finetune(model, optimizer_cfg: DictConfig, data, batch_size: int, epochs: fl
     """`epochs` SGD passes over the training split; a fraction trains on that share of it, drawn at random."""
     optimizer = build_optimizer(optimizer_cfg, model, **({"lr": lr} if lr else {}))
     x, y = data.train_x, data.train_y
+    grad_scaler = scaler(precision, x.device)  # one for all passes: it learns its scale as it goes
     while epochs > 0:
         idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
         train_epoch(model, optimizer, x[idx], y[idx], batch_size, generator, precision=precision,
-                    grad_scaler=scaler(precision, x.device))  # fmt: skip
+                    grad_scaler=grad_scaler)  # fmt: skip
         epochs -= 1
 
 

@@ -40,7 +40,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     pruner uses it)."""
     check(cfg)
     device = resolve_device(cfg.trainer.device)  # before anything is written: an impossible device or precision
-    precision = dict(zip(("used", "why"), resolve_precision(cfg.trainer.precision, device), strict=True))
+    precision = resolve_precision(cfg.trainer.precision, device)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
@@ -58,7 +58,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     last_path = ckpt_dir / "last.pt"
     resumed = None
     if cfg.trainer.resume and last_path.exists():
-        ckpt = resumed = checkpoint.load(last_path)  # on the CPU: the RNG state must stay there
+        resumed = ckpt = checkpoint.load(last_path)  # on the CPU: the RNG state must stay there
         if ckpt["arch"] != model.arch:
             raise UserError(
                 f"{last_path} holds architecture {ckpt['arch']} but the config asks for {model.arch}: "
@@ -74,14 +74,15 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                             "a resumed run keeps its precision; use trainer.precision=auto, another hydra.run.dir, "
                             "or trainer.resume=false")  # fmt: skip
         if started_in != precision["used"]:
-            precision = {"used": started_in, "why": f"resumed: the run started in {started_in}"}
+            precision = {**precision, "used": started_in, "why": f"resumed: the run started in {started_in}"}
         log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
 
     grad_scaler = scaler(precision["used"], device)
     if grad_scaler and resumed and resumed.get("grad_scaler"):
         grad_scaler.load_state_dict(resumed["grad_scaler"])
-    precision["requested"] = cfg.trainer.precision
-    log.info("precision %s (%s)", precision["used"], precision["why"])
+    log.info("precision %(used)s (%(why)s)", precision)
+    evaluate = functools.partial(loop.evaluate, model, batch_size=cfg.trainer.eval_batch_size,
+                                 precision=precision["used"])  # fmt: skip
     data = load_splits(cfg.data, device)
     run = runs.start_wandb(cfg, out_dir, id=wandb_id, resume="allow" if wandb_id else None)
     if run:
@@ -103,8 +104,6 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                 status = "diverged"
                 log.warning("diverged: %s; stopping (lower optimizer.lr)", reason)
                 break
-            evaluate = functools.partial(loop.evaluate, model, batch_size=cfg.trainer.eval_batch_size,
-                                         precision=precision["used"])  # fmt: skip
             val_loss, val_acc = evaluate(data.val_x, data.val_y)
             test_loss, test_acc = evaluate(data.test_x, data.test_y)
             row = dict(
