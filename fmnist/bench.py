@@ -19,7 +19,7 @@ from fmnist.core.flops import layer_counts, totals
 from fmnist.core.machine import cpu_name, cpu_runtime, heap_kept, resolve_device
 from fmnist.core.model import widths
 from fmnist.core.study import PUBLISHED
-from fmnist.ops.engines import check_bench, engine_runner, layer_times, one_pass
+from fmnist.ops.engines import LOW_PRECISION, agreement, check_bench, engine_runner, layer_times, one_pass
 from fmnist.ops.latency import ENGINES as TABLED
 from fmnist.ops.latency import LatencyTable, check_latency, layer_shapes, measure, table_path
 from fmnist.ops.loop import evaluate
@@ -56,9 +56,21 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                          "seconds_all": {e: [] for e in engines}}  # fmt: skip
         with torch.inference_mode():
             reference = model(x[: b.batch_size])
-        entries[name]["max_abs_logit_diff"] = {}
+        entries[name]["max_abs_logit_diff"], entries[name]["agreement"] = {}, {}
         for e in engines:
             runners[name, e] = engine_runner(model, e, x[: b.batch_size], out_dir / f"{name}.onnx")
+            if e in LOW_PRECISION:  # other logits by design: it must predict what the fp32 model predicts
+                agreed = agreement(runners[name, e], model, test_x, test_y, b.batch_size)
+                entries[name]["agreement"][e] = agreed
+                if agreed["argmax_agreement"] < b.min_agreement or agreed["accuracy_drop"] > b.max_accuracy_drop:
+                    raise RuntimeError(
+                        f"engine {e} on the {name} model: argmax agrees with fp32 on {agreed['argmax_agreement']:.2%}"
+                        f" of the test images (bench.min_agreement={b.min_agreement}), test accuracy "
+                        f"{agreed['accuracy_drop']:+.2%} below fp32's (bench.max_accuracy_drop={b.max_accuracy_drop})"
+                        ": drop it from bench.engines"
+                    )
+                entries[name]["max_abs_logit_diff"][e] = agreed["max_abs_logit_diff"]
+                continue
             with torch.inference_mode():  # the engine must compute this model's logits before its time counts
                 logits = torch.as_tensor(runners[name, e](x[: b.batch_size])).to(device)
             diff = (logits - reference).abs().max().item()
@@ -93,6 +105,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "flops_ratio": orig["study_flops"] / pruned["study_flops"],
         "macs_ratio": orig["macs"] / pruned["macs"],
         "images": len(x),
+        "test_images": len(test_x),
         "batch_size": b.batch_size,
         "repeats": b.repeats,
         "engines": engines,
@@ -166,6 +179,12 @@ def summary_text(r: dict) -> str:
                      f"{r['speedup_by_engine'][e]:>7.2f}x")  # fmt: skip
     lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x  vs  "
                  f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~{PUBLISHED['speedup']}x)")  # fmt: skip
+    for e in (e for e in r["engines"] if e in o.get("agreement", {})):
+        both = (("original", o["agreement"][e]), ("pruned", p["agreement"][e]))
+        lines.append(f"{e} against fp32 on the {r['test_images']} test images (not equality: other arithmetic): "
+                     + ";  ".join(f"{n} argmax agrees on {100 * a['argmax_agreement']:.2f}%, test "
+                                  f"{100 * a['test_accuracy']:.2f}% (fp32 {100 * a['fp32_test_accuracy']:.2f}%)"
+                                  for n, a in both))  # fmt: skip
     for engine, pred in r.get("predicted", {}).items():
         lines.append(f"latency table ({engine}) predicts original {pred['original']['predicted_s']:.3f} s "
                      f"({100 * pred['original']['error']:+.1f} %), pruned {pred['pruned']['predicted_s']:.3f} s "

@@ -11,6 +11,7 @@ prune.target_flops_ratio and/or prune.target_speedup. The result is a normal, sm
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import widths
 from fmnist.core.precision import resolve as resolve_precision
 from fmnist.ops.latency import LatencyTable, check_latency, table_path
+from fmnist.ops.loop import step_times
 from fmnist.ops.plots import pruning_plots
 from fmnist.ops.selection import COLUMNS, Budget, Pruning, check_prune, row
 
@@ -49,7 +51,9 @@ def prune(cfg: DictConfig) -> dict:
     try:
         budget = Budget(p, model.arch, table)  # an unreachable budget is refused before anything is written
         device = resolve_device(cfg.trainer.device)
-        precision = resolve_precision(cfg.trainer.precision, device)
+        timing = functools.partial(step_times, model, cfg.optimizer, cfg.data.batch_size, device,
+                                   cfg.trainer.precision_cache)  # fmt: skip
+        precision = resolve_precision(cfg.trainer.precision, device, timing=timing)
         log.info("precision %(used)s (%(why)s)", precision)
         out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.trainer.seed)

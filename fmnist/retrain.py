@@ -85,6 +85,7 @@ def compare(rows: list[dict], out: Path, seconds: float, jobs: int, extra) -> di
             "test_accuracy": best.get("test_accuracy"),
             "seconds": (summary or {}).get("wall_seconds"),
             "device": (summary or {}).get("device"),
+            "precision": ((summary or {}).get("precision") or {}).get("used"),  # trainer.precision, as it resolved
         })  # fmt: skip
     complete = [t for t in trials if t["sweep_state"] == "COMPLETE" and t["sweep_val"] is not None]
     whole = [t for t in trials if t["status"] == "completed" and t["val_accuracy"] is not None]

@@ -7,6 +7,7 @@ import csv
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -16,6 +17,7 @@ from omegaconf import open_dict
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # small but real: 5 000 training and 1 000 validation images from the training file, the full 10 000 test images
+PRECISION_CACHE = Path(tempfile.mkdtemp(prefix="fmnist-test-precision-"))
 SMALL = ["data.subset=6000", "data.val_size=1000", "trainer.device=cpu", "logger=none", "trainer.max_epochs=1"]
 
 
@@ -34,6 +36,8 @@ def compose_cfg(out_dir: Path, overrides: list[str] = (), config_name: str = "co
 def small_cfg(out_dir: Path, *overrides: str, config_name: str = "config"):
     if config_name in ("prune", "bench", "latency"):  # never a latency table cached under the repo's outputs/
         overrides = (f"latency.dir={out_dir}/latency", *overrides)
+    if config_name in ("config", "prune", "bench_train"):  # nor auto precision's step timings (one cache per session)
+        overrides = (f"trainer.precision_cache={PRECISION_CACHE}", *overrides)
     return compose_cfg(out_dir, [*SMALL, *overrides], config_name)
 
 

@@ -11,7 +11,7 @@ from fmnist.core import checkpoint
 from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.flops import totals
 from fmnist.core.machine import keep_heap
-from fmnist.ops.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure
+from fmnist.ops.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, table_path
 from fmnist.ops.units import reachable
 from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
@@ -107,7 +107,7 @@ def test_min_saving_jumps_a_latency_cliff_in_one_step(tmp_path, trained):
         (["prune.target_flops_ratio=0.5"], ConfigError, r"prune.target_flops_ratio=0.5 must be a number in \[1, inf\)"),
         (["prune.target_flops_ratio=5000"], UserError, "cannot be met"),
         (["prune.target_speedup=50"], UserError, "cannot be met on eager"),
-        (["latency.engine=tensorrt"], ConfigError, "latency.engine='tensorrt': use one of eager, onnxruntime"),
+        (["latency.engine=tensorrt"], ConfigError, "latency.engine='tensorrt': use one of eager, onnxruntime, bf16"),
         (["prune.selection=global", "prune.tolerance=null"], ConfigError, "would prune every layer to min_units"),
         (["prune.min_saving=0.1"], ConfigError, "prune.min_saving sizes global selection's candidates"),
         (["prune.selection=global", "prune.min_saving=1.5"], ConfigError, r"prune.min_saving=1.5 must be .* \(0, 1\)"),
@@ -172,3 +172,21 @@ def test_measured_table_is_cached_and_reused(tmp_path):
     assert again.model_ms(arch) == table.model_ms(arch) and again.measured == 0  # read, not measured again
     assert measure("fc2", (8,), "eager", 50, 1, 0) > 0
     assert totals(arch)["study_flops"] > 0
+
+
+def test_bf16_engine_times_its_layers_under_autocast_in_its_own_table(tmp_path, monkeypatch):
+    entered = []
+
+    class Recording(torch.autocast):
+        def __enter__(self):
+            entered.append(self.fast_dtype)
+            return super().__enter__()
+
+    monkeypatch.setattr(torch, "autocast", Recording)
+    cfg = compose_cfg(tmp_path, ["latency.engine=bf16", "latency.batch_size=100"], config_name="latency")
+    assert measure("conv2", (3, 5, 4, 6), "bf16", 100, repeats=2, warmup=1) > 0
+    assert entered == [torch.bfloat16] * 3  # every call, the warm-up's too
+    assert measure("conv2", (3, 5, 4, 6), "eager", 100, repeats=2, warmup=1) > 0 and len(entered) == 3
+    assert machine("bf16", 1, 100)["engine"] == "bf16"
+    eager = compose_cfg(tmp_path, ["latency.engine=eager", "latency.batch_size=100"], config_name="latency")
+    assert "bf16-" in str(table_path(cfg.latency, 1)) and table_path(cfg.latency, 1) != table_path(eager.latency, 1)

@@ -18,14 +18,43 @@ CPU = torch.device("cpu")
 TINY = ("data.subset=3000", "data.val_size=500")
 
 
+def _never():
+    raise AssertionError("auto timed a step where its rule already knows the answer")
+
+
+@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx512f", "avx512bw"}])
+def test_auto_stays_fp32_without_timing_on_a_cpu_without_native_bf16(flags):
+    chosen = resolve("auto", CPU, flags, timing=_never)
+    assert chosen["used"] == "fp32" and chosen["why"].startswith("auto: the CPU has no native bf16")
+
+
 @pytest.mark.parametrize(
-    "flags, expected",
-    [({"avx2"}, "fp32"), ({"avx2", "avx512f", "avx512bw"}, "fp32"), ({"avx512_bf16"}, "bf16"),
-     ({"amx_bf16", "amx_tile", "avx512_bf16"}, "bf16")],
+    "flags, step_ms, expected",
+    [({"amx_bf16", "amx_tile", "avx512_bf16"}, {"fp32": 18.0, "bf16": 6.7}, "bf16"),  # the AMX Xeon (issue 18)
+     ({"avx512_bf16"}, {"fp32": 24.2, "bf16": 28.4}, "fp32"),  # AVX512-BF16 without AMX (docs/training.md)
+     ({"avx512_bf16"}, {"fp32": 10.0, "bf16": 9.5}, "fp32")],  # within noise: not worth a change of arithmetic
 )  # fmt: skip
-def test_auto_picks_bf16_on_a_cpu_only_where_it_is_native(flags, expected):
-    chosen = resolve("auto", CPU, flags)
-    assert chosen["used"] == expected and chosen["why"].startswith("auto:")
+def test_auto_times_the_step_where_the_cpu_has_native_bf16(flags, step_ms, expected):
+    chosen = resolve("auto", CPU, flags, timing=lambda: step_ms)
+    assert chosen["used"] == expected and chosen["step_ms"] == step_ms
+    assert f"{step_ms['fp32']:.1f} ms in fp32, {step_ms['bf16']:.1f} ms in bf16" in chosen["why"]
+    assert resolve("auto", CPU, flags)["used"] == "fp32"  # nothing to time with: the safe arithmetic
+
+
+def test_step_times_measure_once_per_machine_and_model(tmp_path):
+    cfg = small_cfg(tmp_path / "run")
+    model = loop.build_model(cfg.model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    ms = loop.step_times(model, cfg.optimizer, 64, CPU, tmp_path / "cache", rounds=2, steps=1)
+    assert set(ms) == {"fp32", "bf16"} and all(v > 0 for v in ms.values())
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's seeded init and batch order are untouched
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # timed on a copy
+    (cached,) = (tmp_path / "cache").iterdir()
+    cached.write_text(cached.read_text().replace(f"{ms['fp32']}", "123.0"))
+    assert loop.step_times(model, cfg.optimizer, 64, CPU, tmp_path / "cache")["fp32"] == 123.0  # read, not timed
+    loop.step_times(model, cfg.optimizer, 32, CPU, tmp_path / "cache", rounds=1, steps=1)  # another batch size
+    assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 def test_asked_precisions_on_the_cpu():

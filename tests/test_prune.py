@@ -120,8 +120,9 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     lat = f"latency.dir={tmp_path / 'lat'}"
     run_cli("fmnist.latency", f"prune.checkpoint={trained}", "prune.layers=[fc1]", "prune.step=9",
             "latency.engine=eager", "latency.repeats=2", "trainer.threads=1", lat)  # fmt: skip
+    engines = "bench.engines=[eager,channels_last,compile,onnxruntime,bf16]"
     out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
-                  "bench.images=3000", "trainer.threads=1", "bench.engines=[eager,channels_last,compile,onnxruntime]",
+                  "bench.images=3000", "trainer.threads=1", engines,
                   f"hydra.run.dir={tmp_path / 'bench'}", lat)  # fmt: skip
     result = json.loads((tmp_path / "bench" / "summary.json").read_text())
     assert result["kind"] == "bench"
@@ -132,7 +133,11 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
         assert all(len(s) == 2 for s in entry["seconds_all"].values())
         # every engine computes the model's own logits (the ONNX export included)
         assert set(entry["max_abs_logit_diff"]) == set(result["engines"]) == set(result["speedup_by_engine"])
-        assert max(entry["max_abs_logit_diff"].values()) < 1e-3
+        assert max(v for e, v in entry["max_abs_logit_diff"].items() if e != "bf16") < 1e-3
+        # bf16 computes other logits: checked by agreement with fp32 on the whole test set instead
+        bf16 = entry["agreement"]["bf16"]
+        assert bf16["argmax_agreement"] >= 0.99 and abs(bf16["test_accuracy"] - entry["test_accuracy"]) <= 0.005
+        assert bf16["fp32_test_accuracy"] == entry["test_accuracy"] and 1e-3 < bf16["max_abs_logit_diff"] < 1
         assert entry["seconds"] == min(entry["seconds_by_engine"].values())
         assert entry["seconds_by_engine"][entry["engine"]] == entry["seconds"]
     assert (tmp_path / "bench" / "original.onnx").exists() and (tmp_path / "bench" / "pruned.onnx").exists()
@@ -142,6 +147,7 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
     assert set(pruned["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert "onnxruntime" in out.stdout and "FLOPs ratio" in out.stdout and "GMAC/s" in out.stdout
+    assert "bf16 against fp32 on the 10000 test images" in out.stdout and "pruned argmax agrees on" in out.stdout
     # only eager has a table here; its prediction is reported beside the measured time
     assert set(result["predicted"]) == {"eager"} and "latency table (eager) predicts" in out.stdout
     for name, entry in (("original", orig), ("pruned", pruned)):
@@ -165,6 +171,21 @@ def test_bench_refuses_an_engine_that_computes_other_logits(tmp_path, trained, m
     cfg = compose_cfg(tmp_path / "bench", [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu",
                                            "bench.engines=[eager]"], config_name="bench")  # fmt: skip
     with pytest.raises(RuntimeError, match="engine eager computes other logits than the original model"):
+        fmnist.bench.bench(cfg, tmp_path / "bench")
+    assert not (tmp_path / "bench" / "summary.json").exists()
+
+
+def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, trained, monkeypatch):
+    import fmnist.bench
+
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    real = fmnist.bench.engine_runner
+    monkeypatch.setattr(fmnist.bench, "engine_runner", lambda *a: lambda x: real(*a)(x).roll(1, dims=1))
+    cfg = compose_cfg(tmp_path / "bench", [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu",
+                                           "bench.engines=[bf16]"], config_name="bench")  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"engine bf16 on the original model: argmax agrees with fp32 on .*"
+                                           r"bench.min_agreement=0.99"):  # fmt: skip
         fmnist.bench.bench(cfg, tmp_path / "bench")
     assert not (tmp_path / "bench" / "summary.json").exists()
 

@@ -29,9 +29,10 @@ def test_a_pruned_better_configuration_is_found_when_trained_to_the_end(tmp_path
         {"trial": 1, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.5},
         {"trial": 2, "state": "FAIL", "lr": 0.01, "epochs": 0, "val_accuracy": ""},  # trained nothing: skipped
     ])  # fmt: skip
-    extra = [o for o in SMALL if not o.startswith("trainer.max_epochs")]
+    extra = [o for o in SMALL if not o.startswith("trainer.max_epochs")] + ["trainer.precision=fp32"]
     result = retrain(sweep, out, jobs=2, extra=extra)
     assert [t["trial"] for t in result["trials"]] == [0, 1]
+    assert all(t["precision"] == "fp32" for t in result["trials"])  # every run computes in the precision asked for
     assert all(t["epochs"] == 2 and t["status"] == "completed" for t in result["trials"])  # the sweep's max_epochs
     assert (result["sweep_pick"], result["unpruned_pick"], result["lost_best"]) == (0, 1, True)
     assert result["sweep_pick_rank"] == 2

@@ -128,7 +128,8 @@ def test_two_workers_share_one_study(tmp_path, data_root):
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     assert len({(r["lr"], r["fc1_size"]) for r in rows}) == 4  # no grid point lost or run twice
     summary = json.loads((sweep_dir / "summary.json").read_text())
-    assert summary["workers"] == 2
+    assert summary["workers"] == 2 and sum(summary["precision"].values()) == 4  # every trial's precision counted
+    assert set(summary["precision"]) <= {"fp32", "bf16"}
     # side by side: the sweep's wall time is less than the two workers' times added
     assert 0 < summary["sweep_wall_seconds"] < sum(end - start for s in spans for start, end in s)
 

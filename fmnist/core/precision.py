@@ -5,14 +5,19 @@ under `torch.autocast`. Never one autocast context around a whole epoch: autocas
 the weights for as long as its context lives, so the forward pass would never see the optimizer's updates and the
 model would stop learning (tests/test_precision.py trains under bf16 and checks the loss falls).
 
-`auto` is a rule, pinned by the tests: bf16 on a CUDA GPU that supports it, and on a CPU with native bf16 (AMX or
-AVX512-BF16: a training step of medium 2.7x faster in bf16 on such a Xeon); fp32 everywhere else, since on a CPU
-without them autocast emulates bf16 and is slower.
+`auto` is a rule where the answer is known and a measurement where it is not, pinned by the tests:
+- a CUDA GPU with bf16: bf16;
+- a CPU without native bf16 (no `amx_bf16` or `avx512_bf16` flag): fp32, since autocast emulates bf16 there and is
+  slower;
+- a CPU with native bf16: whichever of fp32 and bf16 runs the model's own training step faster, timed at first use
+  (`timing`, fmnist/ops/loop.py: step_times, cached per machine). A flag is not enough: on a Xeon with AMX a medium
+  step ran 2.7x faster in bf16, but on one with AVX512-BF16 and no AMX it ran 1.2x slower (docs/training.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
@@ -22,13 +27,25 @@ from fmnist.core.machine import cpu_flags
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 in hardware
+MIN_GAIN = 1.1  # auto takes bf16 on such a CPU only if a step is at least this much faster: timings are noisy
 
 
-def resolve(name: str, device: torch.device, flags: set[str] | None = None) -> dict:
-    """{requested, used (fp32 | bf16 | fp16), why} for trainer.precision on `device`, as summaries record it; a
-    UserError where it cannot run there."""
+def resolve(name: str, device: torch.device, flags: set[str] | None = None,
+            timing: Callable[[], dict] | None = None) -> dict:  # fmt: skip
+    """{requested, used (fp32 | bf16 | fp16), why[, step_ms]} for trainer.precision on `device`, as summaries record
+    it; a UserError where it cannot run there. `timing() -> {"fp32": ms, "bf16": ms}` times one training step in
+    each; it is called only where auto must measure (a CPU with native bf16). Without it auto stays at fp32 there."""
     used, why = _choose(name, device, flags)
-    return {"requested": name, "used": used, "why": why}
+    if used != "measure":
+        return {"requested": name, "used": used, "why": why}
+    if timing is None:
+        return {"requested": name, "used": "fp32", "why": f"{why}, not timed here: fp32"}
+    ms = timing()
+    gain = ms["fp32"] / ms["bf16"]
+    used = "bf16" if gain >= MIN_GAIN else "fp32"
+    why = (f"{why}; a training step timed {ms['fp32']:.1f} ms in fp32, {ms['bf16']:.1f} ms in bf16 "
+           f"({gain:.2f}x; bf16 from {MIN_GAIN}x): {used}")  # fmt: skip
+    return {"requested": name, "used": used, "why": why, "step_ms": ms}
 
 
 def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[str, str]:
@@ -48,7 +65,7 @@ def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[st
     if device.type == "cpu":
         native = sorted(set(NATIVE_BF16) & (cpu_flags() if flags is None else flags))
         if native:
-            return "bf16", f"auto: the CPU computes bf16 natively ({', '.join(native)})"
+            return "measure", f"auto: the CPU computes bf16 natively ({', '.join(native)})"
         return (
             "fp32",
             "auto: the CPU has no native bf16 (no amx_bf16 or avx512_bf16), where bf16 is emulated and slower",

@@ -1,5 +1,5 @@
-"""Inference engines: a trained model run by eager PyTorch, channels-last, torch.compile or an ONNX export on ONNX
-Runtime, each built before it is timed; and one timed pass over a set of images."""
+"""Inference engines: a trained model run by eager PyTorch, channels-last, torch.compile, an ONNX export on ONNX
+Runtime or eager under bf16 autocast, each built before it is timed; and one timed pass over a set of images."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from fmnist.core.checks import integer
+from fmnist.core.checks import integer, number
 from fmnist.core.errors import ConfigError, UserError
 
-ENGINES = ("eager", "channels_last", "compile", "onnxruntime")
+ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "bf16")
+LOW_PRECISION = ("bf16",)  # engines whose logits differ from fp32's: checked by agreement, not equality
 
 
 def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path) -> Callable:
@@ -44,7 +45,31 @@ def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, on
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # same threads
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {"images": x.numpy()})[0]
+    if engine == "bf16":  # eager under autocast: bf16 convs and matmuls on the fp32 weights, as bf16 training runs
+        return lambda x: _bf16(model, x)
     raise UserError(f"bench.engines: unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
+
+
+def _bf16(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        return model(x).float()
+
+
+def agreement(run: Callable, reference: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict:
+    """How a low-precision engine's predictions compare with the fp32 model's on (x, y): the share of images whose
+    argmax agrees, both accuracies, and the largest logit difference."""
+    agree = correct = ref_correct = 0
+    diff = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            logits, ref = torch.as_tensor(run(x[i : i + batch_size])).to(x.device), reference(x[i : i + batch_size])
+            agree += (logits.argmax(1) == ref.argmax(1)).sum().item()
+            correct += (logits.argmax(1) == y[i : i + batch_size]).sum().item()
+            ref_correct += (ref.argmax(1) == y[i : i + batch_size]).sum().item()
+            diff = max(diff, (logits - ref).abs().max().item())
+    n = len(x)
+    return {"argmax_agreement": agree / n, "test_accuracy": correct / n, "fp32_test_accuracy": ref_correct / n,
+            "accuracy_drop": (ref_correct - correct) / n, "max_abs_logit_diff": diff}  # fmt: skip
 
 
 def one_pass(run: Callable, x: torch.Tensor, batch_size: int) -> float:
@@ -81,5 +106,7 @@ def check_bench(b: DictConfig) -> None:
     engines = list(b.engines) if isinstance(b.engines, ListConfig | list) else None
     if not engines or any(e not in ENGINES for e in engines):
         raise ConfigError(f"bench.engines={b.engines}: give a list of one or more of {', '.join(ENGINES)}")
+    number(b.min_agreement, "bench.min_agreement", 0, 1)
+    number(b.max_accuracy_drop, "bench.max_accuracy_drop", 0, 1)
     if (b.original is None) != (b.pruned is None):
         raise ConfigError("bench.original and bench.pruned go together: give both checkpoints, or bench.prune_dir")

@@ -28,7 +28,7 @@ from fmnist.core.errors import UserError
 from fmnist.core.machine import cpu_name, heap_kept
 from fmnist.core.model import CLASSES, SIDE, map_sides
 
-ENGINES = ("eager", "onnxruntime")
+ENGINES = ("eager", "onnxruntime", "bf16")  # bf16: eager under bf16 autocast, as fmnist.bench's bf16 engine
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
@@ -124,6 +124,11 @@ def measure(layer: str, shape: tuple, engine: str, batch_size: int, repeats: int
 
         def run():
             return session.run(None, inputs)
+    elif engine == "bf16":
+
+        def run():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return module(x)
     else:
 
         def run():

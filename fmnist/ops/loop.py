@@ -3,7 +3,13 @@ fine-tuning."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import statistics
 import sys
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from fmnist.core import runs
+from fmnist.core.machine import cpu_name, heap_kept
+from fmnist.core.model import CLASSES, SIDE
 from fmnist.core.precision import autocast, scaler
 
 
@@ -85,3 +94,45 @@ def progress_bar(setting, epoch: int):
     if not show:
         return None
     return lambda it: tqdm(it, desc=f"epoch {epoch}", unit="batch", leave=False)
+
+
+def step_times(model: torch.nn.Module, optimizer_cfg: DictConfig, batch_size: int, device: torch.device,
+               cache_dir: Path, rounds: int = 7, steps: int = 3) -> dict[str, float]:  # fmt: skip
+    """Milliseconds of one training step of a copy of this model (forward, loss, backward, SGD step) on a random
+    batch, in fp32 and in bf16: the median over interleaved rounds after a warm-up, which is what trainer.precision=auto
+    decides by on a CPU with native bf16. Cached in cache_dir per CPU, torch version, threads, architecture and
+    batch size, so a machine times each model once (about a second for medium) and every later run agrees."""
+    model = copy.deepcopy(model).to(device)
+    meta = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
+            "malloc_heap": heap_kept(), "arch": model.arch, "batch_size": batch_size}  # fmt: skip
+    path = Path(cache_dir) / f"step-{hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("machine") == meta:
+            return cached["step_ms"]
+    with torch.random.fork_rng(devices=[]):  # the run's seeded init and batch order must not see this
+        torch.manual_seed(0)
+        x = torch.randn(batch_size, 1, SIDE, SIDE, device=device)
+        y = torch.randint(0, CLASSES, (batch_size,), device=device)
+        optimizer = build_optimizer(optimizer_cfg, model, lr=1e-4)  # small steps: the weights stay ordinary floats
+
+        def step(precision: str) -> None:
+            with autocast(precision, device):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for precision in times:
+            for _ in range(steps):  # warm-up: oneDNN picks and builds its kernels per dtype on the first calls
+                step(precision)
+        for _ in range(rounds):  # interleaved, so a busy moment of the machine hits both alike
+            for precision, seconds in times.items():
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step(precision)
+                seconds.append((time.perf_counter() - t0) / steps)
+    ms = {precision: 1000 * statistics.median(seconds) for precision, seconds in times.items()}
+    runs.write_json({"machine": meta, "step_ms": ms}, path)
+    return ms

@@ -40,15 +40,17 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     pruner uses it)."""
     check(cfg)
     device = resolve_device(cfg.trainer.device)  # before anything is written: an impossible device or precision
-    precision = resolve_precision(cfg.trainer.precision, device)
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
     started = time.perf_counter()
-    cpu_runtime(cfg.trainer)
+    cpu_runtime(cfg.trainer)  # threads and heap first: auto precision times a step under them
     torch.manual_seed(cfg.trainer.seed)  # model init
     model = loop.build_model(cfg.model)
     model.to(device)
+    timing = functools.partial(loop.step_times, model, cfg.optimizer, cfg.data.batch_size, device,
+                               cfg.trainer.precision_cache)  # fmt: skip
+    precision = resolve_precision(cfg.trainer.precision, device, timing=timing)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
     optimizer = loop.build_optimizer(cfg.optimizer, model)
     shuffle = torch.Generator().manual_seed(cfg.trainer.seed)  # batch order, saved for resume
 

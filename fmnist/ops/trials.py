@@ -187,11 +187,23 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
         **spent,
         "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
+        "precision": _precisions(rows),
         "best": best,
         "best_json": out["best_json"],
         "curves": str(curves),
     }, sweep_dir)  # fmt: skip
     return out
+
+
+def _precisions(rows: list[dict]) -> dict[str, int]:
+    """How many trials computed in each precision (trainer.precision as it resolved in each run: auto may differ
+    between the machines of one study)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        summary = runs.summary_of(r["run_dir"], "train") if r.get("run_dir") else None
+        used = ((summary or {}).get("precision") or {}).get("used", "unknown")
+        counts[used] = counts.get(used, 0) + 1
+    return counts
 
 
 def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | None = None):
