@@ -1,0 +1,45 @@
+"""Means over seeds with their intervals: what every compared figure is quoted as (n, mean, std, 95 % interval).
+
+Student's t interval on the mean (scipy.stats.t): with 3-10 seeds per configuration a bootstrap has too few values
+to resample from; t assumes roughly normal seed-to-seed spread, which accuracy over seeds is. Paired differences
+(two configurations run with the same seeds: the same init and batch order) use the t interval of the per-seed
+differences, which removes the seed's own share of the noise.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from scipy import stats
+
+LEVEL = 0.95
+
+
+def interval(values: list[float], level: float = LEVEL) -> dict:
+    """{n, mean, std, low, high, level, method} of `values`; with one value the interval is unknown (None)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values to summarize")
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if n > 1 else None
+    half = stats.t.ppf((1 + level) / 2, n - 1) * std / math.sqrt(n) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "low": mean - half if half is not None else None,
+            "high": mean + half if half is not None else None, "level": level, "method": "t"}  # fmt: skip
+
+
+def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
+    """b - a over the keys (seeds) both have: the interval of the per-key differences, and the keys used."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        raise ValueError("no common seeds to pair")
+    return {**interval([b[k] - a[k] for k in keys], level), "paired_by": keys}
+
+
+def against(summary: dict, other: float) -> str:
+    """The verdict against `other`: "above" only where the interval's lower end clears it (the only case that may be
+    called beating it),
+    "below" where its upper end is under it, "inside" otherwise (or with one value: no interval)."""
+    if summary["low"] is None:
+        return "inside"
+    return "above" if summary["low"] > other else "below" if summary["high"] < other else "inside"

@@ -1,0 +1,100 @@
+"""Runs that differ only in the seed, grouped: n, mean, std and 95 % interval (fmnist/core/stats.py) of each
+best-validation metric and of the best epoch; two groups that share seeds are also compared seed by seed.
+
+A group is what determines a run's result: the data split and batch size, the model, the optimizer, max_epochs, the
+precision the run actually computed in (auto may resolve differently on two machines) and the device. Everything
+else (seed, logger, paths, threads, progress bar) is not part of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.core.stats import interval, paired
+
+METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "epoch")  # "epoch": the best one
+
+
+def group_key(summary: dict) -> dict:
+    """The settings that make two runs the same configuration (all but the seed and the bookkeeping)."""
+    c = summary["config"]
+    key = {f"data.{k}": c["data"][k] for k in ("batch_size", "val_size", "split_seed", "subset")}
+    for group in ("model", "optimizer"):
+        key.update({f"{group}.{k}": v for k, v in c[group].items() if not k.startswith("_")})
+    key["trainer.max_epochs"] = c["trainer"]["max_epochs"]
+    key["precision"] = (summary.get("precision") or {}).get("used", "fp32")  # runs from before trainer.precision
+    key["device"] = summary.get("device")
+    return key
+
+
+def group_runs(folders: list[Path]) -> dict:
+    """Every training run under `folders`, grouped; groups in the order first met, each with its intervals."""
+    groups: list[dict] = []
+    for folder in folders:
+        found = runs.find(folder, "train")
+        if not found:
+            raise UserError(f"{folder}: no training run (summary.json of kind train) under it")
+        for run_dir in found:
+            summary = runs.read_summary(run_dir, "train")
+            if "config" not in summary:
+                raise UserError(f"{run_dir}/summary.json has no config (written before fmnist recorded it): "
+                                "rerun it, or leave its folder out")  # fmt: skip
+            key, seed = group_key(summary), summary["config"]["trainer"]["seed"]
+            group = next((g for g in groups if g["config"] == key), None)
+            if group is None:
+                groups.append(group := {"config": key, "runs": {}, "not_completed": {}})
+            if seed in group["runs"] or seed in group["not_completed"]:
+                first = group["runs"].get(seed) or group["not_completed"][seed]
+                raise UserError(f"{run_dir} repeats seed {seed} of the same configuration as {first}: leave one out")
+            if summary["status"] == "completed" and summary.get("best"):
+                group["runs"][seed] = {"run_dir": str(run_dir), **{m: summary["best"][m] for m in METRICS}}
+            else:
+                group["not_completed"][seed] = str(run_dir)
+    for g in groups:
+        g["seeds"] = sorted(g["runs"])
+        g["stats"] = {m: interval([r[m] for r in g["runs"].values()]) for m in METRICS} if g["runs"] else {}
+    differs = sorted(k for k in groups[0]["config"] if len({repr(g["config"][k]) for g in groups}) > 1)
+    for g in groups:
+        g["label"] = " ".join(f"{k}={g['config'][k]}" for k in differs) or "all runs"
+    out = {"groups": groups, "differs": differs, "level": 0.95, "method": "t"}
+    if len(groups) == 2 and all(g["runs"] for g in groups):  # the second against the first, seed by seed
+        a, b = ({s: r for s, r in g["runs"].items()} for g in groups)
+        if set(a) & set(b):
+            out["paired"] = {m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()})
+                             for m in METRICS}  # fmt: skip
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The grouped table (accuracies in %, mean ± std [95 % interval] (n)) and the paired difference."""
+
+    def cell(s: dict, scale: float, digits: int) -> str:
+        if s["std"] is None:
+            return f"{scale * s['mean']:.{digits}f} (n=1)"
+        return (f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f} "
+                f"[{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}] (n={s['n']})")  # fmt: skip
+
+    cols = (("val_accuracy", "val %", 100, 2), ("test_accuracy", "test %", 100, 2), ("val_loss", "val loss", 1, 4),
+            ("test_loss", "test loss", 1, 4), ("epoch", "best epoch", 1, 1))  # fmt: skip
+    lines = [f"| configuration | seeds | {' | '.join(c[1] for c in cols)} |", "|---" * (len(cols) + 2) + "|"]
+    for g in result["groups"]:
+        stats = [cell(g["stats"][m], scale, d) if g["stats"] else "—" for m, _, scale, d in cols]
+        missing = f" ({len(g['not_completed'])} not completed)" if g["not_completed"] else ""
+        lines.append(f"| {g['label']} | {','.join(map(str, g['seeds']))}{missing} | {' | '.join(stats)} |")
+    lines.append("")
+    lines.append("Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch.")
+    if "paired" in result:
+        first, second = (g["label"] for g in result["groups"])
+
+        def diff(d: dict) -> str:
+            if d["low"] is None:
+                return f"{100 * d['mean']:+.2f} points (one seed: no interval)"
+            return f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+
+        pair = result["paired"]
+        n = len(pair["test_accuracy"]["paired_by"])
+        lines.append(f"\nPaired by seed ({n} seeds), {second} minus {first}: test accuracy "
+                     f"{diff(pair['test_accuracy'])}, validation {diff(pair['val_accuracy'])}.")  # fmt: skip
+    return "\n".join(lines) + "\n"

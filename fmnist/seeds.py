@@ -1,0 +1,36 @@
+"""Results over seeds: `python -m fmnist.seeds RUNS_DIR [RUNS_DIR ...] [--out FOLDER]` groups the training runs
+under the folders by configuration (all but the seed) and prints each group's n, mean ± std and 95 % interval.
+
+Two groups that share seeds (e.g. `trainer.precision=fp32` and `bf16` over `trainer.seed=range(5)`) are also
+compared seed by seed: the mean difference with its interval. --out writes seeds.json and seeds.md there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.ops.seeds import group_runs, markdown
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="multirun or run folders, searched for training runs")
+    parser.add_argument("--out", type=Path, help="write seeds.json and seeds.md into this folder")
+    args = parser.parse_args(argv)
+    try:
+        result = group_runs(args.folders)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    text = markdown(result)
+    if args.out:
+        runs.write_json(result, args.out / "seeds.json")
+        runs.write_text(text, args.out / "seeds.md")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Results over seeds: intervals of known values, runs grouped by all but the seed, the paired comparison, and the
+command on real training runs."""
+
+import json
+import math
+
+import pytest
+
+from fmnist.core import runs
+from fmnist.core.errors import UserError
+from fmnist.core.stats import against, interval, paired
+from fmnist.ops.seeds import group_runs
+from fmnist.ops.training import train
+from fmnist.seeds import main
+from tests.helpers import small_cfg
+
+
+def test_interval_of_known_values():
+    s = interval([0.90, 0.91, 0.92])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.91) and s["std"] == pytest.approx(0.01)
+    half = 4.302653 * 0.01 / math.sqrt(3)  # t(0.975, 2 degrees of freedom) = 4.302653
+    assert (s["low"], s["high"]) == (pytest.approx(0.91 - half, abs=1e-6), pytest.approx(0.91 + half, abs=1e-6))
+    assert interval([0.5])["low"] is None  # one value: no interval
+    with pytest.raises(ValueError):
+        interval([])
+
+
+def test_paired_difference_uses_the_common_seeds():
+    d = paired({0: 1.0, 1: 2.0, 2: 3.0, 3: 9.0}, {0: 1.5, 1: 2.4, 2: 3.7})
+    assert d["paired_by"] == [0, 1, 2] and d["mean"] == pytest.approx(0.5333333)
+    assert d["low"] < d["mean"] < d["high"]
+
+
+def test_only_an_interval_that_clears_a_number_is_above_it():
+    s = interval([0.90, 0.91, 0.92])
+    assert [against(s, x) for x in (0.85, 0.90, 0.95)] == ["above", "inside", "below"]
+    assert against(interval([0.99]), 0.5) == "inside"  # a single run beats nothing
+
+
+def _run(folder, seed, precision, val, status="completed"):
+    config = {
+        "data": {"batch_size": 128, "val_size": 5000, "split_seed": 0, "subset": None},
+        "model": {"_target_": "x", "conv1_channels": 12},
+        "optimizer": {"lr": 0.01},
+        "trainer": {"seed": seed, "max_epochs": 40, "threads": seed},
+    }  # threads differ: not part of a group
+    best = {"epoch": 10 + seed, "val_accuracy": val, "test_accuracy": val - 0.01, "val_loss": 0.3, "test_loss": 0.3}
+    runs.write_summary("train", {"status": status, "best": best, "config": config, "device": "cpu",
+                                 "precision": {"used": precision}}, folder)  # fmt: skip
+
+
+def test_runs_grouped_by_all_but_the_seed_and_compared_seed_by_seed(tmp_path):
+    for seed, (a, b) in enumerate([(0.90, 0.905), (0.91, 0.912), (0.92, 0.93)]):
+        _run(tmp_path / "fp32" / str(seed), seed, "fp32", a)
+        _run(tmp_path / "bf16" / str(seed), seed, "bf16", b)
+    _run(tmp_path / "bf16" / "3", 3, "bf16", 0.1, status="diverged")
+    result = group_runs([tmp_path / "fp32", tmp_path / "bf16"])
+    fp32, bf16 = result["groups"]
+    assert result["differs"] == ["precision"] and (fp32["label"], bf16["label"]) == ("precision=fp32", "precision=bf16")
+    assert fp32["seeds"] == bf16["seeds"] == [0, 1, 2] and list(bf16["not_completed"]) == [3]
+    assert fp32["stats"]["val_accuracy"]["mean"] == pytest.approx(0.91)
+    assert fp32["stats"]["epoch"]["mean"] == pytest.approx(11)
+    assert result["paired"]["val_accuracy"]["mean"] == pytest.approx((0.005 + 0.002 + 0.01) / 3)
+
+    _run(tmp_path / "again" / "0", 0, "fp32", 0.5)
+    with pytest.raises(UserError, match="repeats seed 0 of the same configuration"):
+        group_runs([tmp_path / "fp32", tmp_path / "again"])
+    with pytest.raises(UserError, match="no training run"):
+        group_runs([tmp_path / "empty"])
+
+
+def test_the_command_on_real_runs(tmp_path, capsys):
+    for seed in (0, 1):
+        train(small_cfg(tmp_path / "runs" / str(seed), f"trainer.seed={seed}", "data.subset=2000",
+                        "data.val_size=500", "trainer.precision=fp32"))  # fmt: skip
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    (group,) = json.loads((tmp_path / "out" / "seeds.json").read_text())["groups"]
+    assert group["seeds"] == [0, 1] and group["stats"]["test_accuracy"]["n"] == 2
+    assert group["stats"]["test_accuracy"]["low"] < group["stats"]["test_accuracy"]["mean"]
+    assert "| all runs | 0,1 |" in printed and (tmp_path / "out" / "seeds.md").read_text() in printed
+    with pytest.raises(SystemExit, match="error: .*no training run"):
+        main([str(tmp_path / "nothing")])
