@@ -38,8 +38,7 @@ def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
 
 def against(summary: dict, other: float) -> str:
     """The verdict against `other`: "above" only where the interval's lower end clears it (the only case that may be
-    called beating it),
-    "below" where its upper end is under it, "inside" otherwise (or with one value: no interval)."""
+    called beating it), "below" where its upper end is under it, "inside" otherwise (one value: no interval)."""
     if summary["low"] is None:
         return "inside"
     return "above" if summary["low"] > other else "below" if summary["high"] < other else "inside"
