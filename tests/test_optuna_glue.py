@@ -32,8 +32,7 @@ def test_private_names_still_exist():
 
 _BRACKETS = """
 import optuna
-from fmnist.ops.optuna_glue import StableHyperbandPruner
-pruner = StableHyperbandPruner(min_resource=1, max_resource=40, reduction_factor=3)
+pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=40, reduction_factor=3)
 study = optuna.create_study(study_name="s", pruner=pruner, direction="maximize")
 for _ in range(8):
     t = study.ask(); t.report(0.5, 1); t.should_prune()
@@ -42,7 +41,8 @@ print([pruner._get_bracket_id(study, t) for t in study.get_trials()])
 
 
 def test_hyperband_brackets_agree_across_processes():
-    """Optuna 2.10 salts a trial's bracket with the per-process hash(); the job and the sweeper must agree."""
+    """The job and the sweeper must agree on a trial's bracket: Optuna 2.10 salted it with the per-process hash()
+    (fmnist carried a subclass for it); since 3.1 the stock pruner uses crc32, which this shows."""
     out = [subprocess.run([sys.executable, "-c", _BRACKETS], env={"PYTHONHASHSEED": seed}, capture_output=True,
                           text=True, check=True).stdout for seed in ("1", "2")]  # fmt: skip
     assert out[0] == out[1] and len(set(eval(out[0]))) > 1  # the same brackets, and more than one in use

@@ -298,3 +298,25 @@ def test_a_proposal_twin_of_a_running_trial_is_found_and_the_last_write_dates_it
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "metrics.csv").write_text("epoch\n1\n")
     assert last_activity(folder, 123.0) == pytest.approx(time.time(), abs=60)
+
+
+def test_a_study_written_by_an_older_optuna_says_how_to_upgrade_and_is_left_alone(tmp_path):
+    """fmnist's sweeps before the move to Optuna 4 were written by Optuna 2.10 (alembic revision v2.6.0.a)."""
+    import optuna
+
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    url = f"sqlite:///{sweep / 'optuna.db'}"
+    optuna.create_study(study_name="old", storage=url).ask()
+    with sqlite3.connect(sweep / "optuna.db") as db:  # what Optuna 2.10 leaves in its file
+        db.execute("update alembic_version set version_num='v2.6.0.a'")
+        db.execute("update version_info set library_version='2.10.1'")
+    before = (sweep / "optuna.db").read_bytes()
+    proc = run_cli("fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=old",
+                   "hydra.sweeper.n_trials=1", check=False)  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"`optuna storage upgrade --storage {url}`" in last
+    proc = run_cli("fmnist.sweep_summary", str(sweep), check=False)
+    assert proc.returncode == 1 and "optuna storage upgrade" in proc.stderr and "Traceback" not in proc.stderr
+    assert (sweep / "optuna.db").read_bytes() == before and not (sweep / "0").exists()  # nothing written over

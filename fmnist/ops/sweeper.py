@@ -1,6 +1,6 @@
 """The Optuna sweep loop behind `python -m fmnist.train --multirun`.
 
-hydra-optuna-sweeper 1.3 parses the search space and builds the sampler; this loop replaces its `sweep()` so that a
+hydra-optuna-sweeper 1.4 parses the search space and builds the sampler; this loop replaces its `sweep()` so that a
 study survives real use:
 - `n_trials` is the study's total, so rerunning the command (or starting a second worker on the same storage) runs
   only what is missing, instead of the plugin's n_trials *more*;
@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.ops import optuna_glue
-from fmnist.ops.trials import DUPLICATE, SPANS, configuration, summarize
+from fmnist.ops.trials import DUPLICATE, SPANS, configuration, older_schema, summarize
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
             storage.set_trial_system_attr(optuna_glue.trial_id(t), "grid_id", -1)
         storage.set_trial_system_attr(optuna_glue.trial_id(t), STALE, True)
         storage.set_trial_user_attr(optuna_glue.trial_id(t), "reason", f"stale: its worker {worker} died while it ran")
-        storage.set_trial_state(optuna_glue.trial_id(t), TrialState.FAIL)
+        storage.set_trial_state_values(optuna_glue.trial_id(t), TrialState.FAIL)
         stale.append(t.number)
     if stale:
         log.warning("trials %s were left running by a dead worker: failed as stale and not counted", stale)
@@ -106,8 +106,9 @@ def earlier_run(study: optuna.Study, trial) -> optuna.trial.FrozenTrial | None:
 
 
 def running_twin(study: optuna.Study, trial, others: set[int]) -> optuna.trial.FrozenTrial | None:
-    """A trial another worker is training right now with exactly this trial's configuration (TPE in Optuna 2.10
-    does not see running trials, so two workers can draw the same point at once: 2 of 40 in a study-scale sweep)."""
+    """A trial another worker is training right now with exactly this trial's configuration. TPE's constant liar
+    steers proposals away from running trials, but its first n_startup_trials proposals are random draws, which can
+    coincide on the study's all-categorical grid (2 of 40 in a study-scale sweep on Optuna 2.10, before the liar)."""
     key = _what_it_trains(trial)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number not in others and DUPLICATE not in t.system_attrs and _what_it_trains(t) == key:
@@ -183,7 +184,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             if not self.storage:
                 raise UserError("a pruner needs a storage its trials can reach: keep hydra.sweeper.storage set "
                                 "(the default sqlite file) or use hydra/sweeper/pruner=none")  # fmt: skip
-        distributions, fixed = optuna_glue.search_space(self, arguments)
+        distributions, fixed, fixed_overrides = optuna_glue.search_space(self, arguments)
         n_total = self.n_trials
         if getattr(self.sampler, "func", None) is optuna.samplers.GridSampler:
             choices = {name: optuna_glue.grid_choices(self, d) for name, d in distributions.items()}
@@ -191,15 +192,18 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             n_total = min(n_total, math.prod(len(c) for c in choices.values()))
 
         with _storage_lock(self.storage):  # makes the sqlite file's folder too
-            storage = _storage(self.storage)
-            existed = storage is not None and any(
-                s.study_name == self.study_name for s in optuna.study.get_all_study_summaries(storage)
-            )
-            study = optuna.create_study(
-                study_name=self.study_name, storage=storage, sampler=self.sampler,
-                pruner=self.pruner, load_if_exists=True,
-                direction=self.direction if isinstance(self.direction, str) else self.direction.name,
-            )  # fmt: skip
+            try:
+                storage = _storage(self.storage)  # RDBStorage checks the file's schema here
+                existed = storage is not None and any(
+                    s.study_name == self.study_name for s in optuna.study.get_all_study_summaries(storage)
+                )
+                study = optuna.create_study(
+                    study_name=self.study_name, storage=storage, sampler=self.sampler,
+                    pruner=self.pruner, load_if_exists=True,
+                    direction=self.direction if isinstance(self.direction, str) else self.direction.name,
+                )  # fmt: skip
+            except RuntimeError as e:
+                raise older_schema(e, self.storage) or e from None
         study.set_user_attr("fmnist:pruner", type(self.pruner).__name__ if pruning(self.pruner) else "none")
         fail_stale_trials(study)
         done = taken(study)
@@ -217,8 +221,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
                 trials = [study.ask() for _ in range(batch)]
                 for trial in trials:
-                    trial.set_system_attr(WORKER, me)
-                overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed)
+                    optuna_glue.storage_of(study).set_trial_system_attr(optuna_glue.trial_id(trial), WORKER, me)
+                overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed, fixed_overrides)
                 for trial in trials:
                     self._await_twin(study, trial, {t.number for t in trials})
                 fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
@@ -275,7 +279,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         earlier = earlier_run(study, trial)
         if earlier is None:
             return False
-        trial.set_system_attr(DUPLICATE, earlier.number)
+        optuna_glue.storage_of(study).set_trial_system_attr(optuna_glue.trial_id(trial), DUPLICATE, earlier.number)
         trial.set_user_attr("reason", f"repeats trial {earlier.number}: not trained again")
         if earlier.state == TrialState.COMPLETE:
             _tell(study, trial, earlier.value)

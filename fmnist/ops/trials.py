@@ -7,6 +7,7 @@ epoch). Selection is by validation accuracy; test accuracy is reported, never us
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -206,6 +207,15 @@ def _precisions(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
+def older_schema(error: Exception, storage: str) -> UserError | None:
+    """The one-line error for a storage an older Optuna wrote (fmnist ran on Optuna 2.10 before): nothing is
+    changed, the user upgrades it once."""
+    if isinstance(error, RuntimeError) and "optuna storage upgrade" in str(error):
+        return UserError(f"{storage} was written by an older Optuna than {version('optuna')}: upgrade it once with "
+                         f"`optuna storage upgrade --storage {storage}`, then rerun")  # fmt: skip
+    return None
+
+
 def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | None = None):
     """The Optuna study of a sweep folder (its optuna.db), or of another storage URL."""
     import optuna  # slow to import: the report reads summary files without it
@@ -213,9 +223,12 @@ def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | No
     storage = storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).exists():
         raise UserError(f"{sweep_dir} has no optuna.db: give the sweep folder or --storage URL")
-    if study_name is None:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if len(names) != 1:
-            raise UserError(f"{storage} holds studies {names}: name one with --study")
-        study_name = names[0]
-    return optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        if study_name is None:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+            if len(names) != 1:
+                raise UserError(f"{storage} holds studies {names}: name one with --study")
+            study_name = names[0]
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except RuntimeError as e:
+        raise older_schema(e, storage) or e from None
