@@ -22,7 +22,7 @@ from fmnist.core.errors import ConfigError, one_line_errors
 from fmnist.core.machine import cpu_flags, cpu_name, cpu_runtime, heap_kept, resolve_device
 from fmnist.core.precision import NATIVE_BF16, PRECISIONS, autocast, scaler
 from fmnist.core.precision import resolve as resolve_precision
-from fmnist.ops.loop import build_model, build_optimizer, step_times
+from fmnist.ops.loop import backward_step, build_model, build_optimizer, step_times
 from fmnist.ops.training import train
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,7 @@ def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, precision: st
         idx = perm[i : i + cfg.data.batch_size]
         with autocast(precision, x.device):
             loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad()
-        if grad_scaler:
-            grad_scaler.scale(loss).backward()
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_step(optimizer, loss, grad_scaler)
     if x.is_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - t0

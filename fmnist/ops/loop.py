@@ -47,6 +47,19 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return loss.item() / len(x), correct.item() / len(x)
 
 
+def backward_step(optimizer, loss: torch.Tensor, grad_scaler=None) -> None:
+    """Fresh gradients of `loss`, then one optimizer step; with fp16's scaler, scaled so small gradients do not
+    underflow."""
+    optimizer.zero_grad(set_to_none=True)
+    if grad_scaler:
+        grad_scaler.scale(loss).backward()
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Generator, progress=None,
                 precision: str = "fp32", grad_scaler=None):  # fmt: skip
     """One pass over shuffled index slices of the preloaded tensors: (mean loss, accuracy) seen while training.
@@ -61,14 +74,7 @@ def train_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Genera
         with autocast(precision, x.device):
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        if grad_scaler:  # fp16: scaled so small gradients do not underflow
-            grad_scaler.scale(loss).backward()
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_step(optimizer, loss, grad_scaler)
         # accumulate on the device: no host sync per batch
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == yb).sum()
@@ -119,9 +125,7 @@ def step_times(model: torch.nn.Module, optimizer_cfg: DictConfig, batch_size: in
         def step(precision: str) -> None:
             with autocast(precision, device):
                 loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            backward_step(optimizer, loss)
 
         times: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for precision in times:

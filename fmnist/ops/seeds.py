@@ -60,7 +60,7 @@ def group_runs(folders: list[Path]) -> dict:
         g["label"] = " ".join(f"{k}={g['config'][k]}" for k in differs) or "all runs"
     out = {"groups": groups, "differs": differs, "level": 0.95, "method": "t"}
     if len(groups) == 2 and all(g["runs"] for g in groups):  # the second against the first, seed by seed
-        a, b = ({s: r for s, r in g["runs"].items()} for g in groups)
+        a, b = (g["runs"] for g in groups)
         if set(a) & set(b):
             out["paired"] = {m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()})
                              for m in METRICS}  # fmt: skip

@@ -48,6 +48,8 @@ def _row(trial) -> dict:
         "state": state,
         "reason": trial.user_attrs.get("reason", ""),
         "run_dir": run_dir or "",
+        # as trainer.precision resolved in the run (auto may differ between a study's machines); not a CSV column
+        "precision": (summary.get("precision") or {}).get("used", "unknown"),
     }
     config = OmegaConf.create(summary.get("config", {}))
     given = configuration(trial)
@@ -197,13 +199,10 @@ def summarize(sweep_dir: str | Path, study) -> dict:
 
 
 def _precisions(rows: list[dict]) -> dict[str, int]:
-    """How many trials computed in each precision (trainer.precision as it resolved in each run: auto may differ
-    between the machines of one study)."""
+    """How many trials computed in each precision."""
     counts: dict[str, int] = {}
     for r in rows:
-        summary = runs.summary_of(r["run_dir"], "train") if r.get("run_dir") else None
-        used = ((summary or {}).get("precision") or {}).get("used", "unknown")
-        counts[used] = counts.get(used, 0) + 1
+        counts[r["precision"]] = counts.get(r["precision"], 0) + 1
     return counts
 
 
