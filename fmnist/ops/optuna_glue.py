@@ -53,3 +53,16 @@ def trial_of(study: optuna.Study, number: int) -> optuna.Trial:
     """The live trial `number` of a study loaded from its storage, in another process than the one that asked it."""
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return optuna.Trial(study, trial_id)
+
+
+def stale_trial_ids(study: optuna.Study) -> list[int]:
+    """RUNNING trials whose last heartbeat is older than the storage's grace period, by the database's clock (the
+    public optuna.storages.fail_stale_trials fails them at once; fmnist fails them one by one, see ops/liveness.py)."""
+    return study._storage._get_stale_trial_ids(study._study_id)
+
+
+def heartbeat_enabled(storage) -> bool:
+    """Whether the storage keeps heartbeats (an RDBStorage given heartbeat_interval; not JournalStorage)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled  # private module: only here, with the other touches
+
+    return is_heartbeat_enabled(storage)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
-import os
-import socket
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from hydra.core.utils import JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
@@ -32,62 +31,26 @@ from optuna.trial import TrialState
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.ops import optuna_glue
-from fmnist.ops.trials import DUPLICATE, SPANS, configuration, older_schema, summarize
+from fmnist.ops import liveness, optuna_glue
+from fmnist.ops.storage import StorageLost, open_storage, storage_error, where
+from fmnist.ops.trials import DUPLICATE, SPANS, configuration, summarize
 
 log = logging.getLogger(__name__)
 
-WORKER, STALE = "fmnist:worker", "fmnist:stale"  # trial system attrs
 TWIN_POLL, TWIN_STALL = 10.0, 900.0  # seconds: how often a repeated proposal checks its running twin; when to give up
-
-
-def _proc_start(pid: int) -> str | None:
-    """The process's start time (Linux): with the pid it names one process even after pid reuse."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid())}"
-
-
-def _alive(worker: str) -> bool:
-    host, pid, start = worker.rsplit(":", 2)
-    if host != socket.gethostname():
-        return True  # another machine's worker: nothing here can tell, so it keeps its trials
-    return _proc_start(int(pid)) == start if start != "None" else Path(f"/proc/{pid}").exists()
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """FAIL the RUNNING trials whose worker on this host is gone; return their numbers."""
-    storage, stale = optuna_glue.storage_of(study), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.system_attrs.get(WORKER)
-        if worker is None or _alive(worker):
-            continue
-        if "grid_id" in t.system_attrs:  # else GridSampler counts the point as visited and never runs it
-            storage.set_trial_system_attr(optuna_glue.trial_id(t), "grid_id", -1)
-        storage.set_trial_system_attr(optuna_glue.trial_id(t), STALE, True)
-        storage.set_trial_user_attr(optuna_glue.trial_id(t), "reason", f"stale: its worker {worker} died while it ran")
-        storage.set_trial_state_values(optuna_glue.trial_id(t), TrialState.FAIL)
-        stale.append(t.number)
-    if stale:
-        log.warning("trials %s were left running by a dead worker: failed as stale and not counted", stale)
-    return stale
 
 
 MAX_REPEATS = 50  # proposals in a row that repeat a finished trial before the sweep calls its space exhausted
 
 
 def taken(study: optuna.Study) -> int:
-    """Trials that count toward n_trials: finished ones and those live workers are running; not stale ones, nor
-    repeated proposals that were answered without training."""
+    """Trials that count toward n_trials: finished ones and those live workers are running; not stale ones (their
+    configuration is queued again), nor repeated proposals that were answered without training."""
+    stale = liveness.stale_numbers(study)
     return sum(
         1
         for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.WAITING and not t.system_attrs.get(STALE) and DUPLICATE not in t.system_attrs
+        if t.state != TrialState.WAITING and t.number not in stale and DUPLICATE not in t.system_attrs
     )
 
 
@@ -135,13 +98,6 @@ def _storage_lock(storage: str | None):
         yield
 
 
-def _storage(url: str | None):
-    if url and str(url).startswith("sqlite:///"):
-        # several workers write one file: wait for the lock instead of failing after sqlite's 5 s
-        return optuna.storages.RDBStorage(str(url), engine_kwargs={"connect_args": {"timeout": 120}})
-    return url
-
-
 def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=TrialState.COMPLETE) -> None:
     try:
         study.tell(trial, value, state)
@@ -164,21 +120,38 @@ def check_pruner(pruner_cfg, max_epochs: int) -> None:
 
 
 class ResumableSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, pruner=None, **kwargs) -> None:
+    def __init__(self, pruner=None, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.pruner = pruner
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
 
     def sweep(self, arguments: list[str]) -> None:
         try:
             self._sweep(arguments)
+        except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-sweep: what to do, in one line
+            error = storage_error(e, str(self.storage))
+            print(f"error: {error if isinstance(error, UserError) else e}", file=sys.stderr)
+            sys.exit(1)
         except UserError as e:  # one line, as a single run reports it; nothing has been written
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+
+    def _check_liveness_keys(self) -> None:
+        interval, grace = self.heartbeat_interval, self.grace_period
+        for key, value in (("heartbeat_interval", interval), ("grace_period", grace)):
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                null = "no heartbeats" if key == "heartbeat_interval" else "twice the interval"
+                raise UserError(f"hydra.sweeper.{key}={value} must be a positive number of seconds (or null: {null})")
+        if interval and grace and grace <= interval:
+            raise UserError(f"hydra.sweeper.grace_period={grace} must exceed heartbeat_interval={interval}: a live "
+                            f"worker would be declared dead between two heartbeats")  # fmt: skip
 
     def _sweep(self, arguments: list[str]) -> None:
         started = time.time()  # wall clock: spans of several workers (processes, machines) are merged by time
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
             self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
+        self._check_liveness_keys()
         if pruning(self.pruner):
             check_pruner(self.config.hydra.sweeper.get("pruner"), self.config.trainer.max_epochs)
             if not self.storage:
@@ -192,8 +165,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             n_total = min(n_total, math.prod(len(c) for c in choices.values()))
 
         with _storage_lock(self.storage):  # makes the sqlite file's folder too
+            storage = None
+            if self.storage:
+                storage = open_storage(str(self.storage), self.heartbeat_interval, self.grace_period)
             try:
-                storage = _storage(self.storage)  # RDBStorage checks the file's schema here
                 existed = storage is not None and any(
                     s.study_name == self.study_name for s in optuna.study.get_all_study_summaries(storage)
                 )
@@ -202,10 +177,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     pruner=self.pruner, load_if_exists=True,
                     direction=self.direction if isinstance(self.direction, str) else self.direction.name,
                 )  # fmt: skip
-            except RuntimeError as e:
-                raise older_schema(e, self.storage) or e from None
+            except Exception as e:
+                raise storage_error(e, str(self.storage)) from None
         study.set_user_attr("fmnist:pruner", type(self.pruner).__name__ if pruning(self.pruner) else "none")
-        fail_stale_trials(study)
+        self._fail_stale(study)
         done = taken(study)
         if existed and not isinstance(self.sampler, optuna.samplers.GridSampler):
             # a seeded sampler would replay the proposals of the study's first trials: a resumed run or a second
@@ -214,30 +189,52 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             self.sampler.reseed_rng()
         log.info(
             "study %s: %d of %d trials already taken, sampler %s, pruner %s, storage %s",
-            study.study_name, done, n_total, type(self.sampler).__name__, type(self.pruner).__name__, self.storage,
+            study.study_name, done, n_total, type(self.sampler).__name__, type(self.pruner).__name__,
+            where(str(self.storage)) if self.storage else "in memory",
         )  # fmt: skip
-        me, repeats = worker_id(), 0
+        me, repeats, waiting_for = liveness.worker_id(), 0, None
+        heartbeat = liveness.Heartbeat(study, self.heartbeat_interval or 30, on_stale=self._fail_stale)
         try:
-            while (batch := min(self.n_jobs, n_total - taken(study))) > 0:
-                trials = [study.ask() for _ in range(batch)]
-                for trial in trials:
-                    optuna_glue.storage_of(study).set_trial_system_attr(optuna_glue.trial_id(trial), WORKER, me)
-                overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed, fixed_overrides)
-                for trial in trials:
-                    self._await_twin(study, trial, {t.number for t in trials})
-                fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
-                repeats = 0 if fresh else repeats + len(trials)
-                if repeats >= MAX_REPEATS:
-                    log.warning("the sampler proposed %d finished configurations in a row: the search space looks "
-                                "exhausted; stopping with %d trials", repeats, taken(study))  # fmt: skip
-                    break
-                if not fresh:
-                    continue
-                trials, overrides = [t for t, _ in fresh], [o for _, o in fresh]
-                if pruning(self.pruner):  # the job finds its trial through this storage (hydra.job.num = its number)
-                    overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
-                for trial, ret in zip(trials, self._launch(trials, overrides), strict=True):
-                    self._record(study, trial, ret)
+            with heartbeat:
+                while True:
+                    self._fail_stale(study)
+                    batch = min(self.n_jobs, n_total - taken(study))
+                    if batch <= 0:
+                        # the study is full, but another worker's trial may still die: wait for its outcome, so the
+                        # study ends with n_trials finished and none RUNNING whoever is left standing
+                        others = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                  if liveness.WORKER in t.system_attrs]  # fmt: skip
+                        if not others:
+                            break
+                        if waiting_for != others:
+                            log.info("waiting for trials %s of other workers (a dead worker's trial runs again here)",
+                                     others)  # fmt: skip
+                            waiting_for = others
+                        time.sleep(min(self.heartbeat_interval or 10, 10))
+                        continue
+                    trials = [study.ask() for _ in range(batch)]
+                    for trial in trials:
+                        optuna_glue.storage_of(study).set_trial_system_attr(
+                            optuna_glue.trial_id(trial), liveness.WORKER, me
+                        )
+                        heartbeat.trials.add(optuna_glue.trial_id(trial))
+                    heartbeat.beat()  # from the first moment: a trial without a heartbeat is never found stale
+                    overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed, fixed_overrides)
+                    for trial in trials:
+                        self._await_twin(study, trial, {t.number for t in trials})
+                    fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
+                    repeats = 0 if fresh else repeats + len(trials)
+                    if repeats >= MAX_REPEATS:
+                        log.warning("the sampler proposed %d finished configurations in a row: the search space "
+                                    "looks exhausted; stopping with %d trials", repeats, taken(study))  # fmt: skip
+                        break
+                    if fresh:
+                        runs_, overrides = [t for t, _ in fresh], [o for _, o in fresh]
+                        if pruning(self.pruner):  # the job finds its trial through this storage (job.num = number)
+                            overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
+                        for trial, ret in zip(runs_, self._launch(runs_, overrides), strict=True):
+                            self._record(study, trial, ret)
+                    heartbeat.trials.clear()
         finally:  # when this worker ran, kept across resumes: the sweep's wall time is the union of all workers' spans
             key = f"{SPANS}{me}"
             study.set_user_attr(key, [*study.user_attrs.get(key, []), [started, time.time()]])
@@ -255,6 +252,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         )
         result = summarize(sweep_dir, study)
         log.info("best trial %d: val %.2f%%, written to %s", best.number, 100 * best.value, result["best_json"])
+
+    def _fail_stale(self, study: optuna.Study) -> list[int]:
+        with _storage_lock(self.storage):  # one checker at a time on an sqlite file (PostgreSQL locks the row)
+            return liveness.fail_stale_trials(study)
 
     def _await_twin(self, study: optuna.Study, trial, batch: set[int]) -> None:
         """Wait while another worker trains this very configuration, so `_repeat` can answer with its outcome instead
@@ -297,7 +298,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, ret) -> None:
         """Tell Optuna how the job ended: COMPLETE with its value; PRUNED (its last reported value) when the pruner
-        stopped it or it diverged, with `outcome` saying which; FAIL with the error."""
+        stopped it or it diverged, with `outcome` saying which; FAIL with the error. A trial another worker failed as
+        stale while it ran here (no heartbeat reached the database in time) keeps that verdict: its rerun is queued."""
+        if optuna_glue.storage_of(study).get_trial(optuna_glue.trial_id(trial)).state.is_finished():
+            log.warning("trial %d was failed as stale by another worker while it ran here (%s): its configuration "
+                        "runs again; this run's folder is kept", trial.number,
+                        liveness.stale_reasons(study).get(trial.number, "no reason recorded"))  # fmt: skip
+            return
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))
         summary = runs.summary_of(run_dir, "train")
@@ -320,6 +327,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         error = optuna_glue.job_exception(ret) if ret.status != JobStatus.COMPLETED else None
         first = str(error).strip().splitlines()[0] if error and str(error).strip() else ""
         reason = f"{type(error).__name__}: {first}" if error else "the job wrote no summary.json"
+        if isinstance(error, StorageLost):  # not the configuration's fault: it runs again, like a dead worker's trial
+            liveness.fail_as_stale(study, optuna_glue.trial_id(trial), f"stale: {first}")
+            log.warning("trial %d lost its storage mid-run (%s): its configuration runs again", trial.number, first)
+            return
         trial.set_user_attr("outcome", "failed")
         trial.set_user_attr("reason", reason)
         _tell(study, trial, state=TrialState.FAIL)
@@ -335,7 +346,7 @@ def pruning_callback(hc, metric: str):
         return None
     pruner, storage, name = instantiate(pruner_cfg), hc.sweeper.storage, hc.sweeper.study_name
     try:  # the job never samples: a RandomSampler spares building TPE's model for nothing
-        study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner,
+        study = optuna.load_study(study_name=name, storage=open_storage(storage), pruner=pruner,
                                   sampler=optuna.samplers.RandomSampler())  # fmt: skip
         trial = optuna_glue.trial_of(study, hc.job.num)
     except Exception as e:  # noqa: BLE001 - whatever the storage says, the trial fails with it and the sweep goes on
@@ -343,8 +354,14 @@ def pruning_callback(hc, metric: str):
                         f"{type(e).__name__}: {e}") from e  # fmt: skip
 
     def should_stop(epoch: int, row: dict) -> str | None:
-        trial.report(row[metric], epoch)
-        if trial.should_prune():
+        try:
+            trial.report(row[metric], epoch)
+            prune = trial.should_prune()
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            first = str(e).strip().splitlines()[0]
+            raise StorageLost(f"trial {hc.job.num} lost its storage at {where(storage)} after epoch {epoch}: "
+                              f"{type(e).__name__}: {first}") from e  # fmt: skip
+        if prune:
             return f"{type(pruner).__name__} stopped it after epoch {epoch} ({metric} {row[metric]:.4f})"
         return None
 

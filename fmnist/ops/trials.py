@@ -7,7 +7,6 @@ epoch). Selection is by validation accuracy; test accuracy is reported, never us
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -30,6 +29,7 @@ def columns() -> tuple[str, ...]:
 
 
 DUPLICATE = "fmnist:duplicate_of"  # trial system attr: a repeated proposal answered without training (ops/sweeper.py)
+STALE = "fmnist:stale:"  # study user attr per trial number: why it was failed as stale (fmnist/ops/liveness.py)
 SPANS = "fmnist:spans:"  # study user attr per worker (fmnist/ops/sweeper.py): [[start, end], ...] in epoch seconds
 STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRUNED split by who stopped the trial
 
@@ -39,14 +39,14 @@ def configuration(trial) -> dict:
     return {**trial.params, **{k: v for k, v in trial.user_attrs.items() if "." in k}}
 
 
-def _row(trial) -> dict:
+def _row(trial, stale: str = "") -> dict:
     run_dir = trial.user_attrs.get("run_dir")
     summary = (runs.summary_of(run_dir, "train") if run_dir else None) or {}
     state = "DIVERGED" if trial.user_attrs.get("outcome") == "diverged" else trial.state.name
     row = {
         "trial": trial.number,
         "state": state,
-        "reason": trial.user_attrs.get("reason", ""),
+        "reason": trial.user_attrs.get("reason") or stale,
         "run_dir": run_dir or "",
         # as trainer.precision resolved in the run (auto may differ between a study's machines); not a CSV column
         "precision": (summary.get("precision") or {}).get("used", "unknown"),
@@ -67,9 +67,14 @@ def _row(trial) -> dict:
 
 
 def rows_of(study) -> list[dict]:
-    """One row per finished trial: completed ones ranked by validation accuracy, then pruned, diverged, failed."""
+    """One row per finished trial: completed ones ranked by validation accuracy, then pruned, diverged, failed (a
+    stale trial's reason names the trial that ran its configuration again)."""
+    trials = study.get_trials(deepcopy=False)
+    reruns = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
+    stale = {n: f"{study.user_attrs[f'{STALE}{n}']}; runs again as trial {reruns[n]}" for n in reruns
+             if f"{STALE}{n}" in study.user_attrs}  # fmt: skip
     rows = [
-        _row(t) for t in study.get_trials(deepcopy=False) if t.state.is_finished() and DUPLICATE not in t.system_attrs
+        _row(t, stale.get(t.number, "")) for t in trials if t.state.is_finished() and DUPLICATE not in t.system_attrs
     ]
     rows.sort(key=lambda r: (STATES.index(r["state"]), -(r.get("val_accuracy") or 0), r["trial"]))
     for rank, row in enumerate(rows, 1):
@@ -188,6 +193,8 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "pruner": study.user_attrs.get("fmnist:pruner", "none"),
         # proposals that repeated a finished trial, answered with its outcome instead of training it again
         "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
+        # trials whose worker died or lost the storage mid-run: failed, not counted, their configuration run again
+        "stale_trials": sum(k.startswith(STALE) for k in study.user_attrs),
         **spent,
         "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
         "precision": _precisions(rows),
@@ -206,28 +213,24 @@ def _precisions(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
-def older_schema(error: Exception, storage: str) -> UserError | None:
-    """The one-line error for a storage an older Optuna wrote (fmnist ran on Optuna 2.10 before): nothing is
-    changed, the user upgrades it once."""
-    if isinstance(error, RuntimeError) and "optuna storage upgrade" in str(error):
-        return UserError(f"{storage} was written by an older Optuna than {version('optuna')}: upgrade it once with "
-                         f"`optuna storage upgrade --storage {storage}`, then rerun")  # fmt: skip
-    return None
-
-
 def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | None = None):
     """The Optuna study of a sweep folder (its optuna.db), or of another storage URL."""
     import optuna  # slow to import: the report reads summary files without it
 
-    storage = storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).exists():
+    from fmnist.ops.storage import open_storage, storage_error  # imports optuna, as above
+
+    url = storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         raise UserError(f"{sweep_dir} has no optuna.db: give the sweep folder or --storage URL")
+    storage = open_storage(url)
     try:
         if study_name is None:
             names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
             if len(names) != 1:
-                raise UserError(f"{storage} holds studies {names}: name one with --study")
+                raise UserError(f"{url} holds studies {names}: name one with --study")
             study_name = names[0]
         return optuna.load_study(study_name=study_name, storage=storage)
-    except RuntimeError as e:
-        raise older_schema(e, storage) or e from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise storage_error(e, url) from None

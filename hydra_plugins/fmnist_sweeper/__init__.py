@@ -18,6 +18,11 @@ class FmnistOptunaSweeperConf(OptunaSweeperConf):
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     # an Optuna pruner (built by Hydra from its _target_); each trial reports its objective after every epoch
     pruner: Any = MISSING  # MISSING, not None: the group's choice is merged before this node and must survive it
+    # liveness across machines (fmnist/ops/liveness.py): each worker writes a heartbeat per running trial every
+    # heartbeat_interval seconds (null: none; a dead worker is then found only on its own host); a trial without one
+    # for grace_period seconds (null: twice the interval) is failed and its configuration runs again
+    heartbeat_interval: int | None = 30
+    grace_period: int | None = 120
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_optuna", node=FmnistOptunaSweeperConf,
@@ -27,7 +32,9 @@ ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_optuna", node=F
 class FmnistOptunaSweeper(OptunaSweeper):
     """The stock Optuna sweeper (config, search space, samplers) with fmnist's resumable, pruning sweep loop."""
 
-    def __init__(self, pruner: Any = None, **kwargs) -> None:
+    def __init__(self, pruner: Any = None, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
+                 **kwargs) -> None:  # fmt: skip
         from fmnist.ops.sweeper import ResumableSweeperImpl  # it imports optuna, slow: Hydra loads plugins in every run
 
-        self.sweeper = ResumableSweeperImpl(pruner=pruner, **kwargs)
+        self.sweeper = ResumableSweeperImpl(pruner=pruner, heartbeat_interval=heartbeat_interval,
+                                            grace_period=grace_period, **kwargs)  # fmt: skip
