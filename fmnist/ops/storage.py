@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 from fmnist.core.errors import UserError
 
 JOURNAL = "journal:///"
+# what a storage that went away raises: SQLAlchemy's errors, which Optuna wraps in StorageInternalError on commit
+LOST = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 DRIVERS = {"postgresql": "postgres", "mysql": "mysql"}  # URL dialect -> the pyproject extra that brings its driver
 
 
@@ -85,10 +87,14 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 def storage_error(error: Exception, url: str) -> Exception:
     """The one-line UserError for a storage that failed: unreachable, not a database, written by an older Optuna;
     any other error is returned as it is."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if isinstance(error, RuntimeError) and "optuna storage upgrade" in str(error):
         return UserError(f"{url} was written by an older Optuna than {version('optuna')}: upgrade it once with "
                          f"`optuna storage upgrade --storage {url}`, then rerun")  # fmt: skip
+    cause = error
+    while cause is not None and not isinstance(cause, sqlalchemy.exc.SQLAlchemyError):  # Optuna wraps it
+        cause = cause.__cause__ or cause.__context__
+    error = cause or error
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
         return UserError(f"cannot reach the study's storage at {where(url)} ({first}): start the server or fix "
                          f"hydra.sweeper.storage, then rerun the same command (finished trials are kept)")  # fmt: skip

@@ -18,11 +18,11 @@ import logging
 import math
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
 from hydra.core.utils import JobStatus
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.ops import liveness, optuna_glue
-from fmnist.ops.storage import StorageLost, open_storage, storage_error, where
+from fmnist.ops.storage import LOST, StorageLost, open_storage, storage_error, where
 from fmnist.ops.trials import DUPLICATE, SPANS, configuration, summarize
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         try:
             self._sweep(arguments)
-        except sqlalchemy.exc.SQLAlchemyError as e:  # the database went away mid-sweep: what to do, in one line
+        except LOST as e:  # the database went away mid-sweep: what to do, in one line
             error = storage_error(e, str(self.storage))
             print(f"error: {error if isinstance(error, UserError) else e}", file=sys.stderr)
             sys.exit(1)
@@ -148,6 +148,9 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                             f"worker would be declared dead between two heartbeats")  # fmt: skip
 
     def _sweep(self, arguments: list[str]) -> None:
+        # Optuna records heartbeats only inside study.optimize (optuna#3256) and warns at every ask(); this loop
+        # records them itself (ops/liveness.py)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         started = time.time()  # wall clock: spans of several workers (processes, machines) are merged by time
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
             self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
@@ -357,10 +360,9 @@ def pruning_callback(hc, metric: str):
         try:
             trial.report(row[metric], epoch)
             prune = trial.should_prune()
-        except sqlalchemy.exc.SQLAlchemyError as e:
-            first = str(e).strip().splitlines()[0]
-            raise StorageLost(f"trial {hc.job.num} lost its storage at {where(storage)} after epoch {epoch}: "
-                              f"{type(e).__name__}: {first}") from e  # fmt: skip
+        except LOST as e:
+            first = str(storage_error(e, storage)).strip().splitlines()[0]
+            raise StorageLost(f"trial {hc.job.num} lost its storage after epoch {epoch}: {first}") from e
         if prune:
             return f"{type(pruner).__name__} stopped it after epoch {epoch} ({metric} {row[metric]:.4f})"
         return None
