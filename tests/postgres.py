@@ -22,7 +22,7 @@ def missing() -> str | None:
     if server_bin() is None:
         return "PostgreSQL's server is not installed (apt-get install postgresql; .ci/run does)"
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
         return "no PostgreSQL driver: pip install -e '.[postgres]'"
     if os.geteuid() == 0 and shutil.which("runuser") is None:
@@ -71,16 +71,17 @@ class Cluster:
 
     def create_db(self, name: str) -> str:
         """A fresh database; returns its SQLAlchemy URL."""
-        import psycopg2
+        import psycopg
 
-        db = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        db.autocommit = True  # CREATE DATABASE cannot run inside a transaction
-        db.cursor().execute(f'create database "{name}"')
-        db.close()
+        # autocommit: CREATE DATABASE cannot run inside a transaction
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as db:
+            db.execute(f'create database "{name}"')
         return self.url(name)
 
     def url(self, db: str = "postgres") -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
     def close(self) -> None:
         try:

@@ -46,3 +46,20 @@ def test_hyperband_brackets_agree_across_processes():
     out = [subprocess.run([sys.executable, "-c", _BRACKETS], env={"PYTHONHASHSEED": seed}, capture_output=True,
                           text=True, check=True).stdout for seed in ("1", "2")]  # fmt: skip
     assert out[0] == out[1] and len(set(eval(out[0]))) > 1  # the same brackets, and more than one in use
+
+
+def test_heartbeat_touches_still_work(tmp_path):
+    """fmnist fails stale trials one by one (ops/liveness.py) from Optuna's private list of them."""
+    import time
+
+    from fmnist.ops.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    assert optuna_glue.heartbeat_enabled(optuna_glue.storage_of(study))
+    assert not optuna_glue.heartbeat_enabled(optuna_glue.storage_of(optuna.create_study()))  # in memory: none
+    trial = study.ask()
+    storage.record_heartbeat(optuna_glue.trial_id(trial))
+    assert optuna_glue.stale_trial_ids(study) == []
+    time.sleep(2.5)  # sqlite's clock counts whole seconds
+    assert optuna_glue.stale_trial_ids(study) == [optuna_glue.trial_id(trial)]

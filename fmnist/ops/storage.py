@@ -21,7 +21,7 @@ from fmnist.core.errors import UserError
 JOURNAL = "journal:///"
 # what a storage that went away raises: SQLAlchemy's errors, which Optuna wraps in StorageInternalError on commit
 LOST = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
-DRIVERS = {"postgresql": "postgres", "mysql": "mysql"}  # URL dialect -> the pyproject extra that brings its driver
+DRIVERS = {"postgresql": "postgres"}  # URL dialect -> the pyproject extra that brings its driver
 
 
 def where(url: str) -> str:
@@ -55,7 +55,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                  stale_trial_callback=None):  # fmt: skip
     """The storage behind `url`, ready for several processes; heartbeats recorded by the database when asked for."""
     if url.startswith(JOURNAL):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalStorage  # only for journal URLs
 
         path = Path(url[len(JOURNAL) - 1 :])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,10 +76,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_trial_callback,
             )  # fmt: skip
-    except ImportError as e:
-        extra = DRIVERS.get(backend, backend)
-        raise UserError(f"{url.split('@')[-1]}: no Python driver for {backend} ({e.name or e}): install it with "
-                        f"pip install -e '.[{extra}]'") from None  # fmt: skip
+    except ImportError as e:  # Optuna's own message names no module: its cause does
+        module = getattr(e.__cause__, "name", None) or str(e)
+        hint = f"pip install -e '.[{DRIVERS[backend]}]'" if backend in DRIVERS else f"install {module}"
+        raise UserError(f"the storage at {where(url)} needs the {backend} driver {module}, which is not installed: "
+                        f"{hint}") from None  # fmt: skip
     except Exception as e:
         raise storage_error(e, url) from None
 
