@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench lint clean reproduce results pruner-study
+.PHONY: setup data train test bench bench-liveness lint clean reproduce results pruner-study
 
 setup: data $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test: setup
 
 bench: setup
 	$(PY) -m fmnist.bench_train $(ARGS)
+
+# 12 trials, three workers on a throwaway PostgreSQL, with and without one worker killed -9 mid-trial
+bench-liveness: setup
+	$(PY) -m tests.bench_liveness $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check fmnist hydra_plugins tests

@@ -8,6 +8,7 @@ Nothing is ever created or upgraded in a file that is not already an Optuna stud
 from __future__ import annotations
 
 import sqlite3
+import time
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -21,6 +22,7 @@ from fmnist.core.errors import UserError
 JOURNAL = "journal:///"
 # what a storage that went away raises: SQLAlchemy's errors, which Optuna wraps in StorageInternalError on commit
 LOST = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+TABLE_RACE_TRIES = 5
 DRIVERS = {"postgresql": "postgres"}  # URL dialect -> the pyproject extra that brings its driver
 
 
@@ -70,12 +72,20 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         # a pooled connection outlives a server restart: check it before use instead of failing the next query
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():  # heartbeat_interval is marked experimental since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )  # fmt: skip
+        for attempt in range(1, TABLE_RACE_TRIES + 1):
+            try:
+                with warnings.catch_warnings():  # heartbeat_interval is marked experimental since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period, heartbeat_stale_trial_callback=stale_trial_callback,
+                    )  # fmt: skip
+            except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
+                # workers started together on a fresh PostgreSQL database race to create Optuna's tables (one in
+                # three got "relation studies already exists" here): the loser finds them made on its next try
+                if attempt == TABLE_RACE_TRIES or backend == "sqlite":
+                    raise
+                time.sleep(0.5 * attempt)
     except ImportError as e:  # Optuna's own message names no module: its cause does
         module = getattr(e.__cause__, "name", None) or str(e)
         hint = f"pip install -e '.[{DRIVERS[backend]}]'" if backend in DRIVERS else f"install {module}"
