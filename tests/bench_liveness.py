@@ -43,7 +43,7 @@ def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> di
                     states=(optuna.trial.TrialState.RUNNING,))  # fmt: skip
             except KeyError:
                 return None
-            return next((t for t in running if t.system_attrs["fmnist:worker"].startswith("otherhost:")), None)
+            return next((t for t in running if t.system_attrs.get("fmnist:worker", "").startswith("otherhost:")), None)
 
         _wait(lambda: (t := remote_trial()) and (folder / name / str(t.number) / "metrics.csv").exists(),
               what="the remote worker's first epoch")  # fmt: skip

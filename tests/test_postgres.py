@@ -88,7 +88,7 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
             running = _study(url).get_trials(states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not created yet
             return None
-        return next((t for t in running if t.system_attrs["fmnist:worker"].startswith("otherhost:")), None)
+        return next((t for t in running if t.system_attrs.get("fmnist:worker", "").startswith("otherhost:")), None)
 
     _wait(lambda: (t := remote_trial()) and (tmp_path / "s" / str(t.number) / "metrics.csv").exists(),
           what="the other host's trial to finish an epoch")  # fmt: skip

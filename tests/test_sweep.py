@@ -230,6 +230,8 @@ def test_resumed_pruning_sweep_keeps_its_decisions(pruned_sweep):
         (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=9"],
          "error: hydra.sweeper.pruner.max_resource=9 is above trainer.max_epochs=1"),
         (["~hparams_search", "hydra/sweeper/pruner=median"], "Could not override 'hydra/sweeper/pruner'"),
+        (["hydra.sweeper.grace_period=20"], "error: hydra.sweeper.grace_period=20 must exceed heartbeat_interval=30"),
+        (["hydra.sweeper.heartbeat_interval=0"], "error: hydra.sweeper.heartbeat_interval=0 must be a positive number"),
     ],
 )  # fmt: skip
 def test_bad_pruner_input(tmp_path, overrides, message):
