@@ -6,6 +6,7 @@ import sys
 from importlib.metadata import version
 
 import optuna
+import pytest
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_optuna_sweeper import _impl as plugin
 
@@ -48,6 +49,7 @@ def test_hyperband_brackets_agree_across_processes():
     assert out[0] == out[1] and len(set(eval(out[0]))) > 1  # the same brackets, and more than one in use
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # a plain ask() on a heartbeat storage
 def test_heartbeat_touches_still_work(tmp_path):
     """fmnist fails stale trials one by one (ops/liveness.py) from Optuna's private list of them."""
     import time

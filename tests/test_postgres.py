@@ -142,6 +142,7 @@ def test_a_restarted_database_is_reconnected(pg, request):
     assert [t.value for t in study.get_trials()] == [1.0, 2.0]
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # a plain ask() on a heartbeat storage
 def test_a_trial_its_worker_finishes_while_another_declares_it_stale_stays_finished(pg, request):
     from fmnist.ops import liveness
     from fmnist.ops.storage import open_storage
