@@ -18,6 +18,7 @@ from fmnist.core.errors import one_line_errors
 from fmnist.core.flops import layer_counts, totals
 from fmnist.core.machine import cpu_name, cpu_runtime, heap_kept, resolve_device
 from fmnist.core.model import widths
+from fmnist.core.stats import ratio
 from fmnist.core.study import PUBLISHED
 from fmnist.ops.engines import LOW_PRECISION, agreement, check_bench, engine_runner, layer_times, one_pass
 from fmnist.ops.latency import ENGINES as TABLED
@@ -80,21 +81,35 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
             entries[name]["max_abs_logit_diff"][e] = diff
     tabled = _tabled(cfg, b)
     layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
-    for r in range(b.warmup + b.repeats):  # interleaved, so drift on a shared machine hits every engine alike
+    rounds, intervals = 0, {}
+    for r in range(b.warmup + b.max_repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
             seconds = one_pass(run, x, b.batch_size)
             if r >= b.warmup:
                 entries[name]["seconds_all"][e].append(seconds)
-        if r >= b.warmup:  # the table's method, timed now: each model's layers alone, in the same rounds
-            for (name, e), sums in layer_sums.items():
-                shapes = layer_shapes(entries[name]["arch"]).items()
-                sums.append(sum(measure(layer, shape, e, b.batch_size, tabled[e].repeats, tabled[e].warmup)
-                                for layer, shape in shapes))  # fmt: skip
+        if r < b.warmup:
+            continue
+        rounds += 1
+        for (name, e), sums in layer_sums.items():  # the table's method, timed now: each model's layers alone
+            shapes = layer_shapes(entries[name]["arch"]).items()
+            sums.append(sum(measure(layer, shape, e, b.batch_size, tabled[e].repeats, tabled[e].warmup)
+                            for layer, shape in shapes))  # fmt: skip
+        if rounds >= b.repeats:  # enough rounds once every speedup's interval is within ±bench.halfwidth
+            intervals = speedup_intervals(entries, engines)
+            if rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values()):
+                break
     for entry in entries.values():
         entry["seconds_by_engine"] = {e: statistics.median(s) for e, s in entry["seconds_all"].items()}
         entry["engine"] = min(entry["seconds_by_engine"], key=entry["seconds_by_engine"].get)  # its fastest
         entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
+    intervals = speedup_intervals(entries, engines)
+    reached = rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values())
+    if not reached:
+        wide = {k: f"±{100 * i['halfwidth']:.1f} %" if i["halfwidth"] is not None else "no interval (1 round)"
+                for k, i in intervals.items() if i["halfwidth"] is None or i["halfwidth"] > b.halfwidth}  # fmt: skip
+        log.warning("after %d rounds (bench.max_repeats) these speedups are not within ±%.0f %%: %s", rounds,
+                    100 * b.halfwidth, wide)  # fmt: skip
     predicted = predict(tabled, entries, layer_sums, b, len(x))
     orig, pruned = entries["original"], entries["pruned"]
     return {
@@ -102,12 +117,17 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         # each model on its own fastest engine: what a deployment of either would see
         "speedup": orig["seconds"] / pruned["seconds"],
         "speedup_by_engine": {e: orig["seconds_by_engine"][e] / pruned["seconds_by_engine"][e] for e in engines},
+        # per-round ratios with their 95 % interval (core.stats.ratio): "fastest" pairs each model's fastest engine
+        "speedup_interval": intervals,
+        "rounds": rounds,
+        "interval_reached": reached,
         "flops_ratio": orig["study_flops"] / pruned["study_flops"],
         "macs_ratio": orig["macs"] / pruned["macs"],
         "images": len(x),
         "test_images": len(test_x),
         "batch_size": b.batch_size,
         "repeats": b.repeats,
+        "halfwidth": b.halfwidth,
         "engines": engines,
         "threads": torch.get_num_threads(),
         "malloc_heap": heap_kept(),  # trainer.malloc_heap took effect: eager times depend on it (fmnist.core.machine)
@@ -117,6 +137,16 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "prune_dir": str(prune_dir.resolve()) if prune_dir else None,
         "predicted": predicted,
     }
+
+
+def speedup_intervals(entries: dict, engines: list[str]) -> dict:
+    """Each engine's speedup, and each model on its fastest engine's ("fastest"), over the rounds timed so far."""
+    orig, pruned = entries["original"]["seconds_all"], entries["pruned"]["seconds_all"]
+    fastest = {name: min(engines, key=lambda e, s=entry["seconds_all"]: statistics.median(s[e]))
+               for name, entry in entries.items()}  # fmt: skip
+    out = {e: ratio(orig[e], pruned[e]) for e in engines}
+    out["fastest"] = ratio(orig[fastest["original"]], pruned[fastest["pruned"]])
+    return out
 
 
 def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
@@ -165,20 +195,32 @@ def main(cfg: DictConfig) -> float:
     return result["speedup"]
 
 
+def _interval(i: dict) -> str:
+    if i["low"] is None:
+        return f"{i['ratio']:.2f}x (one round: no interval)"
+    return f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (±{100 * i['halfwidth']:.1f} %, n={i['n']})"
+
+
 def summary_text(r: dict) -> str:
     """The printed table: seconds per engine for both models, the speedups, and where each model's time goes."""
     o, p = r["original"], r["pruned"]
     heap = ", glibc heap kept" if r.get("malloc_heap") else ""
-    lines = [f"inference over {r['images']} training images, batch {r['batch_size']}, {r['threads']} threads{heap}, "
-             f"{r['device']} ({r['cpu']}), torch {r['torch']}, median of {r['repeats']} interleaved passes",
-             f"original {widths(o['arch'])} {o['study_flops']:,} FLOPs/img, test {100 * o['test_accuracy']:.2f}%;  "
-             f"pruned {widths(p['arch'])} {p['study_flops']:,} FLOPs/img, test {100 * p['test_accuracy']:.2f}%",
-             f"{'engine':<14} {'original s':>10} {'pruned s':>9} {'speedup':>8}"]  # fmt: skip
+    lines = [
+        f"inference over {r['images']} training images, batch {r['batch_size']}, {r['threads']} threads{heap}, "
+        f"{r['device']} ({r['cpu']}), torch {r['torch']}, median of {r['rounds']} interleaved rounds",
+        f"original {widths(o['arch'])} {o['study_flops']:,} FLOPs/img, test {100 * o['test_accuracy']:.2f}%;  "
+        f"pruned {widths(p['arch'])} {p['study_flops']:,} FLOPs/img, test {100 * p['test_accuracy']:.2f}%",
+        f"{'engine':<14} {'original s':>10} {'pruned s':>9} {'speedup':>8}  per-round ratio, 95 % interval",
+    ]
     for e in r["engines"]:
         lines.append(f"{e:<14} {o['seconds_by_engine'][e]:>10.3f} {p['seconds_by_engine'][e]:>9.3f} "
-                     f"{r['speedup_by_engine'][e]:>7.2f}x")  # fmt: skip
-    lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x  vs  "
-                 f"FLOPs ratio {r['flops_ratio']:.2f}x (study: ~{PUBLISHED['speedup']}x)")  # fmt: skip
+                     f"{r['speedup_by_engine'][e]:>7.2f}x  {_interval(r['speedup_interval'][e])}")  # fmt: skip
+    lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x "
+                 f"({_interval(r['speedup_interval']['fastest'])})  vs  FLOPs ratio {r['flops_ratio']:.2f}x (study: "
+                 f"~{PUBLISHED['speedup']}x)")  # fmt: skip
+    if not r["interval_reached"]:
+        lines.append(f"not every interval is within ±{100 * r['halfwidth']:.0f} % after {r['rounds']} rounds "
+                     "(bench.max_repeats): these speedups are known only as far as their intervals say")  # fmt: skip
     for e in (e for e in r["engines"] if e in o.get("agreement", {})):
         both = (("original", o["agreement"][e]), ("pruned", p["agreement"][e]))
         lines.append(f"{e} against fp32 on the {r['test_images']} test images (not equality: other arithmetic): "

@@ -77,6 +77,8 @@ def test_bad_prune_values(tmp_path, override, message):
         ("bench.images=0", r"bench.images=0 must be a whole number in \[1, 60000\]"),
         ("bench.images=70000", r"bench.images=70000 must be a whole number in \[1, 60000\]"),
         ("bench.repeats=0", "bench.repeats=0 must be a whole number >= 1"),
+        ("bench.max_repeats=3", "bench.max_repeats=3 must be a whole number >= 5"),
+        ("bench.halfwidth=0", r"bench.halfwidth=0 must be a number in \(0"),
         ("bench.engines=[]", r"bench.engines=\[\]: give a list of one or more of eager"),
         ("bench.original=a.pt", "bench.original and bench.pruned go together"),
     ],

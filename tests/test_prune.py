@@ -121,7 +121,8 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     run_cli("fmnist.latency", f"prune.checkpoint={trained}", "prune.layers=[fc1]", "prune.step=9",
             "latency.engine=eager", "latency.repeats=2", "trainer.threads=1", lat)  # fmt: skip
     engines = "bench.engines=[eager,channels_last,compile,onnxruntime,bf16]"
-    out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.batch_size=1000",
+    out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.max_repeats=3",
+                  "bench.batch_size=1000",
                   "bench.images=3000", "trainer.threads=1", engines,
                   f"hydra.run.dir={tmp_path / 'bench'}", lat)  # fmt: skip
     result = json.loads((tmp_path / "bench" / "summary.json").read_text())
@@ -130,7 +131,7 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     assert result["images"] == 3000 and result["threads"] == 1
     assert pruned["arch"]["fc1_size"] == 10 and orig["arch"]["fc1_size"] == 100
     for entry in (orig, pruned):
-        assert all(len(s) == 2 for s in entry["seconds_all"].values())
+        assert all(len(s) == result["rounds"] for s in entry["seconds_all"].values())
         # every engine computes the model's own logits (the ONNX export included)
         assert set(entry["max_abs_logit_diff"]) == set(result["engines"]) == set(result["speedup_by_engine"])
         assert max(v for e, v in entry["max_abs_logit_diff"].items() if e != "bf16") < 1e-3
@@ -145,6 +146,13 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
     assert result["speedup_by_engine"]["eager"] == pytest.approx(
         orig["seconds_by_engine"]["eager"] / pruned["seconds_by_engine"]["eager"])  # fmt: skip
     assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
+    # each speedup with its interval over the rounds (2 to 3: more only while an interval is wider than ±5 %)
+    assert 2 <= result["rounds"] <= 3 and set(result["speedup_interval"]) == {*result["engines"], "fastest"}
+    for e, i in result["speedup_interval"].items():
+        assert i["n"] == result["rounds"] and i["low"] <= i["ratio"] <= i["high"], e
+    narrow = all(i["halfwidth"] <= 0.05 for i in result["speedup_interval"].values())
+    assert result["interval_reached"] == narrow and (result["rounds"] == 3 or narrow)
+    assert ("not every interval is within ±5 %" in out.stdout) == (not narrow)
     assert set(pruned["layer_ms_per_batch"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert "onnxruntime" in out.stdout and "FLOPs ratio" in out.stdout and "GMAC/s" in out.stdout
     assert "bf16 against fp32 on the 10000 test images" in out.stdout and "pruned argmax agrees on" in out.stdout

@@ -22,7 +22,8 @@ def outputs(tmp_path_factory, data_root):
     prune(small_cfg(root / "prune" / "p", f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
                     "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
                     "data.val_size=500", config_name="prune"))  # fmt: skip
-    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=1", "trainer.threads=1",
+    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=1", "bench.max_repeats=1",
+            "trainer.threads=1",
             "bench.engines=[eager,onnxruntime]",
             f"hydra.run.dir={root / 'bench' / 'b'}")  # fmt: skip
     return root

@@ -8,7 +8,7 @@ import pytest
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import against, interval, paired
+from fmnist.core.stats import against, interval, paired, ratio
 from fmnist.ops.seeds import group_runs
 from fmnist.ops.training import train
 from fmnist.seeds import main
@@ -23,6 +23,27 @@ def test_interval_of_known_values():
     assert interval([0.5])["low"] is None  # one value: no interval
     with pytest.raises(ValueError):
         interval([])
+
+
+def test_ratio_paired_by_round_of_known_values():
+    r = ratio([2.0, 4.4, 3.0], [1.0, 2.0, 1.5])  # per round: 2.0, 2.2, 2.0
+    logs = [math.log(2.0), math.log(2.2), math.log(2.0)]
+    assert r["n"] == 3 and r["ratio"] == pytest.approx(math.exp(sum(logs) / 3))
+    assert r["low"] < r["ratio"] < r["high"] and r["halfwidth"] == pytest.approx(r["high"] / r["ratio"] - 1)
+    assert ratio([5.0, 5.0], [1.0, 1.0])["halfwidth"] == 0  # no spread: the interval is the ratio
+    # a slow round slows both models: pairing by round cancels it, where unpaired medians would not
+    assert ratio([2.0, 6.0, 2.0], [1.0, 3.0, 1.0])["halfwidth"] == pytest.approx(0)
+
+
+def test_a_bench_interval_narrows_with_more_rounds():
+    import random
+
+    draw = random.Random(0)  # rounds with 10 % timing noise on each model around a true speedup of 5x
+    orig = [5.0 * draw.lognormvariate(0, 0.1) for _ in range(40)]
+    pruned = [1.0 * draw.lognormvariate(0, 0.1) for _ in range(40)]
+    widths = [ratio(orig[:n], pruned[:n])["halfwidth"] for n in (3, 10, 40)]
+    assert widths[0] > widths[1] > widths[2] and widths[2] < 0.05
+    assert ratio(orig, pruned)["low"] < 5.0 < ratio(orig, pruned)["high"]
 
 
 def test_paired_difference_uses_the_common_seeds():

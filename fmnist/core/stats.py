@@ -42,3 +42,18 @@ def against(summary: dict, other: float) -> str:
     if summary["low"] is None:
         return "inside"
     return "above" if summary["low"] > other else "below" if summary["high"] < other else "inside"
+
+
+def ratio(numerators: list[float], denominators: list[float], level: float = LEVEL) -> dict:
+    """The ratio of two timings paired by round (a_r / b_r: both timed in round r, so a round's drift cancels): the
+    geometric mean of the per-round ratios with a t interval on their logs (ratios are symmetric on a log scale).
+    `halfwidth` is the interval's larger relative distance from the ratio (0.05: within ±5 %)."""
+    if len(numerators) != len(denominators):
+        raise ValueError("ratio: one numerator and one denominator per round")
+    logs = interval([math.log(a / b) for a, b in zip(numerators, denominators, strict=True)], level)
+    center = math.exp(logs["mean"])
+    low = math.exp(logs["low"]) if logs["low"] is not None else None
+    high = math.exp(logs["high"]) if logs["high"] is not None else None
+    half = max(high / center - 1, 1 - low / center) if low is not None else None
+    return {"n": logs["n"], "ratio": center, "low": low, "high": high, "halfwidth": half, "level": level,
+            "method": "t on log ratios, paired by round"}  # fmt: skip

@@ -102,6 +102,8 @@ def check_bench(b: DictConfig) -> None:
     integer(b.images, "bench.images", 1, 60_000)
     integer(b.batch_size, "bench.batch_size")
     integer(b.repeats, "bench.repeats")
+    integer(b.max_repeats, "bench.max_repeats", b.repeats)
+    number(b.halfwidth, "bench.halfwidth", 0, 1, low_open=True)
     integer(b.warmup, "bench.warmup", 0)
     engines = list(b.engines) if isinstance(b.engines, ListConfig | list) else None
     if not engines or any(e not in ENGINES for e in engines):
