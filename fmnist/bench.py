@@ -81,7 +81,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
             entries[name]["max_abs_logit_diff"][e] = diff
     tabled = _tabled(cfg, b)
     layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
-    rounds, intervals = 0, {}
+    rounds, intervals, reached = 0, {}, False
     for r in range(b.warmup + b.max_repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
             seconds = one_pass(run, x, b.batch_size)
@@ -96,16 +96,15 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                             for layer, shape in shapes))  # fmt: skip
         if rounds >= b.repeats:  # enough rounds once every speedup's interval is within ±bench.halfwidth
             intervals = speedup_intervals(entries, engines)
-            if rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values()):
+            reached = rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values())
+            if reached:
                 break
     for entry in entries.values():
         entry["seconds_by_engine"] = {e: statistics.median(s) for e, s in entry["seconds_all"].items()}
         entry["engine"] = min(entry["seconds_by_engine"], key=entry["seconds_by_engine"].get)  # its fastest
         entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
-    intervals = speedup_intervals(entries, engines)
-    reached = rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values())
-    if not reached:
+    if not reached:  # max_repeats >= repeats: the last round computed the intervals over every round
         wide = {k: f"±{100 * i['halfwidth']:.1f} %" if i["halfwidth"] is not None else "no interval (1 round)"
                 for k, i in intervals.items() if i["halfwidth"] is None or i["halfwidth"] > b.halfwidth}  # fmt: skip
         log.warning("after %d rounds (bench.max_repeats) these speedups are not within ±%.0f %%: %s", rounds,

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import optuna
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for, worker
 from tests.postgres import Cluster, missing
-from tests.test_postgres import _popen, _wait
 
 GRID = ["optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "model.conv1_channels=8,12,16"]  # 12 points
 
@@ -33,7 +32,7 @@ def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> di
            f"hydra.sweeper.grace_period={grace}",
            *GRID]  # fmt: skip
     started = time.time()
-    workers = [_popen(cmd, host="otherhost"), _popen(cmd), _popen(cmd)]
+    workers = [worker(cmd, host="otherhost"), worker(cmd), worker(cmd)]
     killed = None
     if kill:
 
@@ -45,9 +44,14 @@ def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> di
                 return None
             return next((t for t in running if t.system_attrs.get("fmnist:worker", "").startswith("otherhost:")), None)
 
-        _wait(lambda: (t := remote_trial()) and (folder / name / str(t.number) / "metrics.csv").exists(),
-              what="the remote worker's first epoch")  # fmt: skip
-        killed = remote_trial().number
+        seen = {}  # the trial as found running: asked again after the wait, it may have ended meanwhile
+
+        def one_epoch_done() -> bool:
+            seen["trial"] = remote_trial()
+            return bool(seen["trial"]) and (folder / name / str(seen["trial"].number) / "metrics.csv").exists()
+
+        wait_for(one_epoch_done, what="the remote worker's first epoch")
+        killed = seen["trial"].number
         workers[0].send_signal(signal.SIGKILL)
     codes = [w.wait(timeout=3600) for w in workers]
     wall = time.time() - started

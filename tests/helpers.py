@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -72,3 +74,22 @@ def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def worker(cmd: list[str], host: str | None = None) -> subprocess.Popen:
+    """A sweep worker (`python -m` cmd) in the background; on `host`, another machine's name: its own UTS namespace
+    where we may make one (root), else the FMNIST_HOST override the worker ids read."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    argv = [sys.executable, "-m", *cmd]
+    if host and os.geteuid() == 0 and shutil.which("unshare"):
+        argv = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"', *argv]
+    elif host:
+        env["FMNIST_HOST"] = host
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 300, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import optuna
 import pytest
 
-from tests.helpers import REPO, read_rows, run_cli, sweep_cmd
+from tests.helpers import read_rows, run_cli, sweep_cmd, wait_for, worker
 from tests.postgres import Cluster, missing
 
 # CI installs the server (.ci/run): there a missing one is a failure, not a skip
@@ -42,30 +38,11 @@ def _configs(trials) -> list[tuple]:
     return sorted(tuple(sorted(t.params.items())) for t in trials)
 
 
-def _popen(cmd: list[str], host: str | None = None) -> subprocess.Popen:
-    """A sweep worker; on `host`, another machine's name: its own UTS namespace where we may make one (root), else
-    the FMNIST_HOST override the worker ids read."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    argv = [sys.executable, "-m", *cmd]
-    if host and os.geteuid() == 0 and shutil.which("unshare"):
-        argv = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$0" "$@"', *argv]
-    elif host:
-        env["FMNIST_HOST"] = host
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _wait(condition, timeout: float = 300, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_three_workers_share_one_postgres_study(pg, request, tmp_path, data_root):
     url = _db(pg, request)
     cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=6",
                     "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "model.conv1_channels=8,12")  # fmt: skip
-    procs = [_popen(cmd) for _ in range(3)]
+    procs = [worker(cmd) for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     trials = _study(url).get_trials()
@@ -80,8 +57,8 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
 ):
     url = _db(pg, request)
     cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=3", *LIVENESS,
-                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "trainer.max_epochs=3")  # fmt: skip
-    remote, local = _popen(cmd, host="otherhost"), _popen(cmd)
+                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "trainer.max_epochs=5")  # fmt: skip
+    remote, local = worker(cmd, host="otherhost"), worker(cmd)
 
     def remote_trial():
         try:
@@ -90,9 +67,14 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
             return None
         return next((t for t in running if t.system_attrs.get("fmnist:worker", "").startswith("otherhost:")), None)
 
-    _wait(lambda: (t := remote_trial()) and (tmp_path / "s" / str(t.number) / "metrics.csv").exists(),
-          what="the other host's trial to finish an epoch")  # fmt: skip
-    killed = remote_trial()
+    seen = {}  # the trial as found running: asked again after the wait, it may have ended meanwhile
+
+    def one_epoch_done() -> bool:
+        seen["trial"] = remote_trial()
+        return bool(seen["trial"]) and (tmp_path / "s" / str(seen["trial"].number) / "metrics.csv").exists()
+
+    wait_for(one_epoch_done, what="the other host's trial to finish an epoch")
+    killed = seen["trial"]
     remote.send_signal(signal.SIGKILL)  # kill -9 in the middle of its trial: no heartbeat from now on
     remote.wait()
     assert local.wait(timeout=600) == 0, local.stderr.read()[-2000:]
@@ -114,12 +96,12 @@ def test_the_database_going_away_mid_trial_stops_the_worker_in_one_line_and_a_re
     url = _db(pg, request)
     cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=2", *LIVENESS,
                     "optimizer.lr=0.01,0.001", "trainer.max_epochs=3")  # fmt: skip
-    worker = _popen(cmd)
-    _wait(lambda: (tmp_path / "s" / "0" / "metrics.csv").exists(), what="trial 0's first epoch")
+    sweeping = worker(cmd)
+    wait_for(lambda: (tmp_path / "s" / "0" / "metrics.csv").exists(), what="trial 0's first epoch")
     pg.stop()
     try:
-        assert worker.wait(timeout=300) == 1
-        stderr = worker.stderr.read()
+        assert sweeping.wait(timeout=300) == 1
+        stderr = sweeping.stderr.read()
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and f"127.0.0.1:{pg.port}" in last and "rerun" in last, stderr[-2000:]
         assert "Traceback" not in stderr
@@ -146,15 +128,16 @@ def test_a_restarted_database_is_reconnected(pg, request):
 def test_a_trial_its_worker_finishes_while_another_declares_it_stale_stays_finished(pg, request):
     from fmnist.ops import liveness
     from fmnist.ops.storage import open_storage
+    from fmnist.ops.trials import stale_reasons
 
     storage = open_storage(_db(pg, request), heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(storage=storage, direction="maximize")
     trial = study.ask({"x": optuna.distributions.CategoricalDistribution([1, 2])})
     storage.record_heartbeat(trial._trial_id)
-    _wait(lambda: liveness.stale_trials(study), timeout=30, what="the heartbeat to age")
+    wait_for(lambda: liveness.stale_trials(study), timeout=30, what="the heartbeat to age")
     stale = liveness.stale_trials(study)  # another worker has just found it stale...
     study.tell(trial, 0.9)  # ...and its own worker finishes it before that worker fails it
     assert [liveness.fail_as_stale(study, trial_id, why) for trial_id, why in stale.items()] == [False]
     trials = study.get_trials()
     assert [(t.state, t.value) for t in trials] == [(optuna.trial.TrialState.COMPLETE, 0.9)]  # nothing queued again
-    assert liveness.stale_numbers(study) == set() and liveness.stale_reasons(study) == {}
+    assert liveness.stale_numbers(study) == set() and stale_reasons(study) == {}

@@ -4,7 +4,6 @@ a file system share one Optuna journal file; optuna-dashboard reads a real sweep
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from fmnist.core.errors import UserError
 from fmnist.ops.storage import open_storage
-from tests.helpers import REPO, read_rows, run_cli, sweep_cmd
+from tests.helpers import read_rows, run_cli, sweep_cmd, worker
 from tests.postgres import free_port
 
 
@@ -70,9 +69,7 @@ def journal_sweep(tmp_path_factory, data_root):
     log = sweep / "optuna.log"
     cmd = sweep_cmd(sweep, f"hydra.sweeper.storage='journal://{log}'", "hydra.sweeper.n_trials=4",
                     "trainer.max_epochs=2", "optimizer.lr=0.01,0.001", "model.fc1_size=50,100")  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    procs = [subprocess.Popen([sys.executable, "-m", *cmd], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    procs = [worker(cmd) for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     return sweep, log

@@ -24,7 +24,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from fmnist.ops import optuna_glue
-from fmnist.ops.trials import STALE
+from fmnist.ops.trials import STALE, reruns
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,9 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
-def stale_numbers(study: optuna.Study) -> set[int]:
+def stale_numbers(study: optuna.Study, trials=None) -> set[int]:
     """Trials failed as stale whose configuration was queued again: they do not count toward n_trials."""
-    # the callback's own record (RetryHeartbeatStaleTrialCallback.retry_history, read without its experimental warning)
-    return {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
-
-
-def stale_reasons(study: optuna.Study) -> dict[int, str]:
-    return {int(k[len(STALE) :]): v for k, v in study.user_attrs.items() if k.startswith(STALE)}
+    return set(reruns(study.get_trials(deepcopy=False) if trials is None else trials))
 
 
 class Heartbeat:

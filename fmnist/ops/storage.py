@@ -59,7 +59,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend, JournalStorage  # only for journal URLs
 
-        path = Path(url[len(JOURNAL) - 1 :])
+        path = Path(where(url))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     backend = make_url(url).get_backend_name()

@@ -33,7 +33,7 @@ from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.ops import liveness, optuna_glue
 from fmnist.ops.storage import LOST, StorageLost, open_storage, storage_error, where
-from fmnist.ops.trials import DUPLICATE, SPANS, configuration, summarize
+from fmnist.ops.trials import DUPLICATE, SPANS, configuration, stale_reasons, summarize
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,10 @@ MAX_REPEATS = 50  # proposals in a row that repeat a finished trial before the s
 def taken(study: optuna.Study) -> int:
     """Trials that count toward n_trials: finished ones and those live workers are running; not stale ones (their
     configuration is queued again), nor repeated proposals that were answered without training."""
-    stale = liveness.stale_numbers(study)
+    trials = study.get_trials(deepcopy=False)
+    stale = liveness.stale_numbers(study, trials)
     return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state != TrialState.WAITING and t.number not in stale and DUPLICATE not in t.system_attrs
+        1 for t in trials if t.state != TrialState.WAITING and t.number not in stale and DUPLICATE not in t.system_attrs
     )
 
 
@@ -120,8 +119,7 @@ def check_pruner(pruner_cfg, max_epochs: int) -> None:
 
 
 class ResumableSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, pruner=None, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
-                 **kwargs) -> None:  # fmt: skip
+    def __init__(self, pruner, heartbeat_interval: int | None, grace_period: int | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pruner = pruner
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
@@ -306,7 +304,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         if optuna_glue.storage_of(study).get_trial(optuna_glue.trial_id(trial)).state.is_finished():
             log.warning("trial %d was failed as stale by another worker while it ran here (%s): its configuration "
                         "runs again; this run's folder is kept", trial.number,
-                        liveness.stale_reasons(study).get(trial.number, "no reason recorded"))  # fmt: skip
+                        stale_reasons(study).get(trial.number, "no reason recorded"))  # fmt: skip
             return
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))

@@ -66,13 +66,23 @@ def _row(trial, stale: str = "") -> dict:
     return row
 
 
+def reruns(trials) -> dict[int, int]:
+    """Trials failed as stale -> the trial that ran their configuration again, from the record Optuna's
+    RetryHeartbeatStaleTrialCallback keeps on the rerun (its retry_history, read without the experimental warning)."""
+    return {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def stale_reasons(study) -> dict[int, str]:
+    """Why each stale trial was failed (fmnist/ops/liveness.py writes them)."""
+    return {int(k[len(STALE) :]): v for k, v in study.user_attrs.items() if k.startswith(STALE)}
+
+
 def rows_of(study) -> list[dict]:
     """One row per finished trial: completed ones ranked by validation accuracy, then pruned, diverged, failed (a
     stale trial's reason names the trial that ran its configuration again)."""
     trials = study.get_trials(deepcopy=False)
-    reruns = {n: t.number for t in trials for n in t.system_attrs.get("retry_history", [])}
-    stale = {n: f"{study.user_attrs[f'{STALE}{n}']}; runs again as trial {reruns[n]}" for n in reruns
-             if f"{STALE}{n}" in study.user_attrs}  # fmt: skip
+    again, why = reruns(trials), stale_reasons(study)
+    stale = {n: f"{why[n]}; runs again as trial {again[n]}" for n in again if n in why}
     rows = [
         _row(t, stale.get(t.number, "")) for t in trials if t.state.is_finished() and DUPLICATE not in t.system_attrs
     ]
@@ -194,7 +204,7 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         # proposals that repeated a finished trial, answered with its outcome instead of training it again
         "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
         # trials whose worker died or lost the storage mid-run: failed, not counted, their configuration run again
-        "stale_trials": sum(k.startswith(STALE) for k in study.user_attrs),
+        "stale_trials": len(stale_reasons(study)),
         **spent,
         "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
         "precision": _precisions(rows),

@@ -32,8 +32,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="fmnist_optuna", node=F
 class FmnistOptunaSweeper(OptunaSweeper):
     """The stock Optuna sweeper (config, search space, samplers) with fmnist's resumable, pruning sweep loop."""
 
-    def __init__(self, pruner: Any = None, heartbeat_interval: int | None = 30, grace_period: int | None = 120,
-                 **kwargs) -> None:  # fmt: skip
+    def __init__(self, pruner: Any, heartbeat_interval: int | None, grace_period: int | None, **kwargs) -> None:
         from fmnist.ops.sweeper import ResumableSweeperImpl  # it imports optuna, slow: Hydra loads plugins in every run
 
         self.sweeper = ResumableSweeperImpl(pruner=pruner, heartbeat_interval=heartbeat_interval,
