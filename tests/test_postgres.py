@@ -56,8 +56,10 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
     pg, request, tmp_path, data_root
 ):
     url = _db(pg, request)
+    # no pruner: the other host's trial cannot end after its first epoch, before the kill lands
     cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=3", *LIVENESS,
-                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "trainer.max_epochs=5")  # fmt: skip
+                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "trainer.max_epochs=5",
+                    "hydra/sweeper/pruner=none")  # fmt: skip
     remote, local = worker(cmd, host="otherhost"), worker(cmd)
 
     def remote_trial():
