@@ -90,6 +90,8 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
     rows = {int(r["trial"]): r for r in read_rows(tmp_path / "s" / "summary.csv")}
     assert rows[killed.number]["reason"].startswith("stale: no heartbeat from its worker otherhost:")
     assert f"runs again as trial {rerun[0].number}" in rows[killed.number]["reason"]
+    # the killed worker's span was written while it ran (extended at every beat), so the summary counts it
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["workers"] == 2
 
 
 def test_the_database_going_away_mid_trial_stops_the_worker_in_one_line_and_a_rerun_resumes(

@@ -108,11 +108,12 @@ def stale_numbers(study: optuna.Study, trials=None) -> set[int]:
 
 
 class Heartbeat:
-    """A thread that keeps this worker's trials alive in the storage and fails other workers' stale ones while the
-    worker waits for its jobs. Storage errors are logged, not raised: the next beat tries again."""
+    """A thread that keeps this worker's trials alive in the storage while the worker waits for its jobs, and calls
+    on_beat(study) at every beat (the sweeper fails other workers' stale trials there and extends its own span).
+    Storage errors are logged, not raised: the next beat tries again."""
 
-    def __init__(self, study: optuna.Study, interval: float, on_stale=None) -> None:
-        self.study, self.interval, self.on_stale = study, interval, on_stale or (lambda study: None)
+    def __init__(self, study: optuna.Study, interval: float, on_beat=None) -> None:
+        self.study, self.interval, self.on_beat = study, interval, on_beat or (lambda study: None)
         self.trials: set[int] = set()  # trial ids
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fmnist-heartbeat", daemon=True)
@@ -127,7 +128,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
-                self.on_stale(self.study)
+                self.on_beat(self.study)
             except Exception as e:  # noqa: BLE001 - e.g. the database restarting: the grace period covers a few misses
                 log.warning("heartbeat: %s: %s", type(e).__name__, str(e).strip().splitlines()[0] if str(e) else "")
 

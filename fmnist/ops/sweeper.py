@@ -194,7 +194,17 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             where(str(self.storage)) if self.storage else "in memory",
         )  # fmt: skip
         me, repeats, waiting_for = liveness.worker_id(), 0, None
-        heartbeat = liveness.Heartbeat(study, self.heartbeat_interval or 30, on_stale=self._fail_stale)
+        key = f"{SPANS}{me}"
+        spans = study.user_attrs.get(key, [])  # when this worker ran, kept across resumes
+
+        def tick(study: optuna.Study) -> None:
+            # the span is written from the start and extended at every beat, not only at the end: a worker that
+            # writes the summary while another is still finishing (or was killed) still counts the other one
+            study.set_user_attr(key, [*spans, [started, time.time()]])
+            self._fail_stale(study)
+
+        tick(study)
+        heartbeat = liveness.Heartbeat(study, self.heartbeat_interval or 30, on_beat=tick)
         try:
             with heartbeat:
                 while True:
@@ -236,9 +246,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                         for trial, ret in zip(runs_, self._launch(runs_, overrides), strict=True):
                             self._record(study, trial, ret)
                     heartbeat.trials.clear()
-        finally:  # when this worker ran, kept across resumes: the sweep's wall time is the union of all workers' spans
-            key = f"{SPANS}{me}"
-            study.set_user_attr(key, [*study.user_attrs.get(key, []), [started, time.time()]])
+        finally:  # the sweep's wall time is the union of all workers' spans
+            study.set_user_attr(key, [*spans, [started, time.time()]])
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         trials = study.get_trials(deepcopy=False)
