@@ -1,11 +1,21 @@
-"""Did pruning lose the best configuration? `python -m fmnist.retrain SWEEP_DIR --out DIR [--jobs N] [override ...]`
+"""Configurations of a sweep trained to the end: `python -m fmnist.retrain SWEEP_DIR --out DIR [--jobs N]
+[--top K [--seeds N]] [override ...]`
 
-Trains every configuration a sweep tried (its summary.csv) to the sweep's full trainer.max_epochs, pruned or not, as
-plain single runs of `python -m fmnist.train` (no Optuna, so it runs wherever fmnist trains: a GPU box too), N at a
-time. Then compares: the configuration the pruned sweep picked against the one the whole curves pick, both by
-validation accuracy. Writes DIR/<trial>/ (one run each, resumable: a rerun finishes what is missing),
-DIR/retrain.md and DIR/retrain.json. `python -m fmnist.pruner_replay DIR` then replays these whole curves through
-every pruner. Extra arguments are Hydra overrides for every run (trainer.device=cuda logger=none ...).
+Finishing a search (--top K): the sweep's K best configurations by validation accuracy, each trained to the sweep's
+full trainer.max_epochs with seeds 0..N-1 (not the sweep's own seed: the pick is not judged on the draw that picked
+it). Only completed trials count: a pruned trial's validation accuracy is from fewer epochs, and the pruner judged
+it worse. Writes DIR/<trial>/seed<S>/ (resumable), DIR/finish.md (the study's layout: parameters as rows, each
+configuration's test accuracy as mean ± std [95 % interval] (n) beside the study's figure, and the probability that
+it is above it), DIR/finish.json and DIR/best.json (the best configuration by mean validation accuracy, its
+best-validation seed's checkpoint: what `fmnist.prune prune.checkpoint=DIR` starts from).
+
+Did pruning lose the best configuration? (without --top) Trains every configuration a sweep tried (its summary.csv)
+to the sweep's full trainer.max_epochs, pruned or not, as plain single runs of `python -m fmnist.train` (no Optuna,
+so it runs wherever fmnist trains: a GPU box too), N at a time. Then compares: the configuration the pruned sweep
+picked against the one the whole curves pick, both by validation accuracy. Writes DIR/<trial>/ (one run each,
+resumable: a rerun finishes what is missing), DIR/retrain.md and DIR/retrain.json. `python -m fmnist.pruner_replay
+DIR` then replays these whole curves through every pruner. Extra arguments are Hydra overrides for every run
+(trainer.device=cuda logger=none ...).
 """
 
 from __future__ import annotations
@@ -20,6 +30,9 @@ from pathlib import Path
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.runs import pct
+from fmnist.core.stats import against, prob_above
+from fmnist.core.study import PUBLISHED as STUDY
+from fmnist.ops.seeds import group_runs
 from fmnist.ops.trials import params
 
 RETRAINED = ("COMPLETE", "PRUNED", "DIVERGED")  # a failed trial trained nothing: its failure is not a curve
@@ -41,28 +54,32 @@ def overrides(row: dict) -> list[str]:
     return [f"{key}={row[name]}" for name, key in params().items()]
 
 
-def _run(row: dict, out: Path, extra: list[str]) -> tuple[str, str]:
-    """Train one configuration into out/<trial> (train resumes from its last.pt); (trial, outcome)."""
-    run_dir = out / row["trial"]
+def _run(row: dict, run_dir: Path, extra: list[str]) -> str:
+    """Train one configuration into run_dir (train resumes from its last.pt); its outcome."""
     done = runs.summary_of(run_dir, "train")
     if done:
-        return row["trial"], f"{done['status']} earlier"
+        return f"{done['status']} earlier"
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "fmnist.train", *overrides(row), *extra, f"hydra.run.dir={run_dir}"]
     with open(run_dir / "stdout.log", "a") as log:  # train.log is Hydra's own
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     summary = runs.summary_of(run_dir, "train")
-    return row["trial"], summary["status"] if summary and code == 0 else f"failed (exit {code}, see {log.name})"
+    return summary["status"] if summary and code == 0 else f"failed (exit {code}, see {run_dir / log.name})"
+
+
+def _longest_first(row: dict) -> tuple:
+    """Most steps first (the smallest batches), so the last runs do not leave the other slots idle."""
+    return int(row["batch_size"]) / int(row["max_epochs"]), int(row["trial"])
 
 
 def retrain(sweep_dir: Path, out: Path, jobs: int = 1, extra: list[str] = ()) -> dict:
     rows = configurations(sweep_dir)
     started = time.perf_counter()
-    # longest first (most steps: the smallest batches), so the last runs do not leave the other slots idle
-    longest_first = sorted(rows, key=lambda r: (int(r["batch_size"]) / int(r["max_epochs"]), int(r["trial"])))
+    longest_first = sorted(rows, key=_longest_first)
     with ThreadPoolExecutor(jobs) as pool:  # threads only wait: each run is its own process
-        for trial, outcome in pool.map(lambda r: _run(r, out, list(extra)), longest_first):
-            print(f"trial {trial}: {outcome}", flush=True)
+        outcomes = pool.map(lambda r: _run(r, out / r["trial"], list(extra)), longest_first)
+        for row, outcome in zip(longest_first, outcomes, strict=True):
+            print(f"trial {row['trial']}: {outcome}", flush=True)
     return compare(rows, out, time.perf_counter() - started, jobs, extra)
 
 
@@ -141,20 +158,151 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def top(sweep_dir: Path, k: int) -> list[dict]:
+    """The sweep's k best completed trials by validation accuracy at their best epoch (ties: the earlier trial)."""
+    done = [r for r in configurations(sweep_dir) if r["state"] == "COMPLETE" and r["val_accuracy"]]
+    if len(done) < k:
+        raise UserError(f"{sweep_dir} has {len(done)} completed trial(s), fewer than --top {k}: lower --top or let "
+                        "the sweep finish")  # fmt: skip
+    return sorted(done, key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])))[:k]
+
+
+def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra: list[str] = ()) -> dict:
+    """The sweep's top k, each trained with seeds 0..seeds-1 into out/<trial>/seed<S>; the study's layout table."""
+    rows = top(sweep_dir, k)
+    started = time.perf_counter()
+    tasks = sorted(((r, s) for r in rows for s in range(seeds)), key=lambda t: (_longest_first(t[0]), t[1]))
+
+    def run(task: tuple[dict, int]) -> str:
+        row, seed = task
+        return _run(row, out / row["trial"] / f"seed{seed}", [*extra, f"trainer.seed={seed}"])
+
+    with ThreadPoolExecutor(jobs) as pool:  # threads only wait: each run is its own process
+        for (row, seed), outcome in zip(tasks, pool.map(run, tasks), strict=True):
+            print(f"trial {row['trial']} seed {seed}: {outcome}", flush=True)
+    configs = []
+    for rank, row in enumerate(rows, 1):
+        group = group_runs([out / row["trial"]])["groups"]
+        if len(group) != 1:  # the same overrides for every seed: only an edited run folder splits them
+            raise UserError(f"{out / row['trial']} holds runs of {len(group)} configurations: remove the stray ones")
+        g = group[0]
+        test = g["stats"].get("test_accuracy")
+        figure = STUDY["top3_test_accuracy"][rank - 1] if rank <= len(STUDY["top3_test_accuracy"]) else None
+        configs.append({
+            "rank": rank, "trial": int(row["trial"]), "config": {name: row[name] for name in params()},
+            "sweep_val": float(row["val_accuracy"]),
+            "sweep_test": float(row["test_accuracy"]) if row["test_accuracy"] else None,
+            "seeds": g["seeds"], "not_completed": g["not_completed"], "stats": g["stats"], "runs": g["runs"],
+            "study_test": figure,
+            "p_above_study": prob_above(test, figure) if test and figure is not None else None,
+            "runs_above_study": sum(r["test_accuracy"] > figure for r in g["runs"].values()) if figure else None,
+            "against_study": against(test, figure) if test and figure is not None else None,
+        })  # fmt: skip
+    ranked = [c for c in configs if c["stats"]]
+    if not ranked:
+        raise UserError(f"no run under {out} completed: see the stdout.log files there")
+    best = max(ranked, key=lambda c: (c["stats"]["val_accuracy"]["mean"], -c["rank"]))
+    seed, run = max(best["runs"].items(), key=lambda sr: (sr[1]["val_accuracy"], -sr[0]))
+    best_json = {
+        "source": f"python -m fmnist.retrain {sweep_dir} --top {k} --seeds {seeds}",
+        "trial": best["trial"], "seed": seed, "params": best["config"],
+        "metrics": {m: best["stats"][m]["mean"] for m in ("val_accuracy", "test_accuracy")},  # over the seeds
+        "run_dir": run["run_dir"],
+        "checkpoint": str((Path(run["run_dir"]) / "checkpoints" / "best.pt").resolve()),
+    }  # fmt: skip
+    result = {"sweep": str(sweep_dir), "top": k, "seeds": seeds, "configurations": configs,
+              "best_trial": best["trial"], "seconds": time.perf_counter() - started, "jobs": jobs,
+              "overrides": list(extra), "level": 0.95, "method": "t"}  # fmt: skip
+    runs.write_json(best_json, out / "best.json")
+    runs.write_json(result, out / "finish.json")
+    runs.write_text(finish_markdown(result), out / "finish.md")
+    return result
+
+
+def _mean(s: dict | None, scale: float = 100, digits: int = 2, ci: bool = False) -> str:
+    if not s:
+        return "-"
+    if s["std"] is None:
+        return f"{scale * s['mean']:.{digits}f} (n=1)"
+    text = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    if ci:
+        text += f" [{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}]"
+    return f"{text} (n={s['n']})"
+
+
+def finish_markdown(r: dict) -> str:
+    """The study's layout: parameters as rows, one column per configuration, then the study's three figures."""
+    configs, figures = r["configurations"], STUDY["top3_test_accuracy"]
+    verdicts = {"above": "**beats it**", "inside": "inside the interval", "below": "below it"}
+
+    def row(label: str, cells: list[str], study: list[str] | None = None) -> str:
+        return f"| {label} | {' | '.join(cells)} | {' | '.join(study or ['-'] * len(figures))} |"
+
+    def against_cells(c: dict) -> list[str]:
+        """P(above), runs above and the verdict against the study's figure of the same rank."""
+        if c["against_study"] is None:
+            return ["-"] * 3
+        p = f"{c['p_above_study']:.2f}" if c["p_above_study"] is not None else "- (one seed)"
+        return [p, f"{c['runs_above_study']} of {len(c['runs'])}", verdicts[c["against_study"]]]
+
+    head = [f"fmnist #{c['rank']} (trial {c['trial']})" for c in configs] + [f"study #{i + 1}" for i in range(3)]
+    lines = [
+        f"# The sweep's top {r['top']} retrained with {r['seeds']} seeds each ({r['seconds'] / 60:.1f} min, "
+        f"{r['jobs']} at a time; overrides: {' '.join(r['overrides']) or 'none'})",
+        "",
+        f"Sweep `{r['sweep']}`: its {r['top']} best completed trials by validation accuracy (pruned trials do not "
+        "count: their accuracy is from fewer epochs), each trained to the end with seeds "
+        f"0-{r['seeds'] - 1} (not the sweep's own). Accuracies at each run's best-validation epoch, as mean ± std "
+        "[95 % t interval] (n); P(above) is the probability that the configuration's mean test accuracy is above "
+        "the study's figure (t distribution of the mean); it beats the study only where the interval's lower end "
+        "is above the study's figure.",
+        "",
+        f"| | {' | '.join(head)} |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    for name in params():
+        lines.append(row(name, [str(c["config"][name]) for c in configs]))
+    lines += [
+        row("sweep: val % (one run)", [pct(c["sweep_val"]) for c in configs]),
+        row("sweep: test % (one run)", [pct(c["sweep_test"]) for c in configs]),
+        row("val %", [_mean(c["stats"].get("val_accuracy")) for c in configs]),
+        row("**test %**", [_mean(c["stats"].get("test_accuracy"), ci=True) for c in configs], list(map(pct, figures))),
+        row("best epoch", [_mean(c["stats"].get("epoch"), 1, 1) for c in configs]),
+    ]
+    cells = [against_cells(c) for c in configs]
+    for i, label in enumerate(("P(above study #rank)", "runs above study #rank", "against study #rank")):
+        lines.append(row(label, [c[i] for c in cells]))
+    missing = [f"trial {c['trial']} seeds {sorted(c['not_completed'])}" for c in configs if c["not_completed"]]
+    if missing:
+        lines += ["", f"Not completed (diverged or stopped): {'; '.join(missing)}."]
+    lines += ["", f"Best by mean validation accuracy: trial {r['best_trial']} (best.json: its best-validation seed)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (or a copy of its summary.csv's folder)")
     parser.add_argument("--out", type=Path, required=True, help="where the retrained runs and the comparison go")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
+    parser.add_argument("--top", type=int, help="finish a search: only the K best completed trials, over --seeds")
+    parser.add_argument("--seeds", type=int, help="with --top: seeds 0..N-1 per configuration (default 5)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.device=cuda")
     args = parser.parse_intermixed_args(argv)  # overrides may follow --out
     try:
-        if args.jobs < 1:
-            raise UserError(f"--jobs {args.jobs}: give at least 1")
-        result = retrain(args.sweep_dir, args.out, args.jobs, args.overrides)
+        for flag in ("jobs", "top", "seeds"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise UserError(f"--{flag} {getattr(args, flag)}: give at least 1")
+        if args.seeds is not None and args.top is None:
+            raise UserError("--seeds needs --top K: the seeds are for the sweep's K best configurations")
+        if any(o.split("=")[0].lstrip("+~") == "trainer.seed" for o in args.overrides) and args.top:
+            raise UserError("--top sets trainer.seed itself (0..N-1): drop the trainer.seed override, use --seeds")
+        if args.top:
+            print(finish_markdown(finish(args.sweep_dir, args.out, args.top, args.seeds or 5, args.jobs,
+                                         args.overrides)))  # fmt: skip
+        else:
+            print(markdown(retrain(args.sweep_dir, args.out, args.jobs, args.overrides)))
     except UserError as e:
         sys.exit(f"error: {e}")
-    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """fmnist.retrain: a pruned sweep's configurations trained to the end, on real data, then the two picks compared."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
+from fmnist.core.stats import against
 from fmnist.ops.trials import columns
 from fmnist.pruner_replay import curves_of
-from fmnist.retrain import configurations, retrain
+from fmnist.retrain import configurations, finish, main, retrain, top
 from tests.helpers import SMALL
 
 
@@ -51,3 +54,54 @@ def test_a_pruned_better_configuration_is_found_when_trained_to_the_end(tmp_path
 def test_a_folder_without_a_sweep_table_is_refused(tmp_path):
     with pytest.raises(UserError, match="no summary.csv"):
         configurations(tmp_path)
+
+
+def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_study(tmp_path):
+    # trial 3 has the best validation accuracy but was pruned: it does not count; the top two are trials 1 and 0
+    sweep, out = tmp_path / "sweep", tmp_path / "finished"
+    _sweep_table(sweep, [
+        {"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.70, "test_accuracy": 0.69},
+        {"trial": 1, "state": "COMPLETE", "lr": 0.01, "fc1_size": 100, "epochs": 1, "val_accuracy": 0.72},
+        {"trial": 2, "state": "COMPLETE", "lr": 0.001, "epochs": 1, "val_accuracy": 0.40},
+        {"trial": 3, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.95},
+    ])  # fmt: skip
+    extra = [o for o in SMALL if not o.startswith("trainer.max_epochs")] + ["trainer.precision=fp32"]
+    result = finish(sweep, out, k=2, seeds=2, jobs=2, extra=extra)
+    assert [c["trial"] for c in result["configurations"]] == [1, 0]
+    for c in result["configurations"]:
+        found = {s: runs.read_summary(out / str(c["trial"]) / f"seed{s}", "train") for s in (0, 1)}
+        assert {f["config"]["trainer"]["seed"] for f in found.values()} == {0, 1}
+        tests = [f["best"]["test_accuracy"] for f in found.values()]
+        assert tests[0] != tests[1]  # the seed reached the run: another init and batch order
+        assert c["seeds"] == [0, 1] and c["stats"]["test_accuracy"]["mean"] == pytest.approx(sum(tests) / 2)
+        assert c["stats"]["test_accuracy"]["n"] == 2 and c["stats"]["test_accuracy"]["low"] < min(tests)
+        assert found[0]["config"]["model"]["fc1_size"] == (100 if c["trial"] == 1 else 50)  # the trial's own config
+    first, second = result["configurations"]
+    assert (first["study_test"], second["study_test"]) == (0.9010, 0.9001)  # each rank beside the study's same rank
+    assert first["runs_above_study"] == 0 and first["p_above_study"] < 0.5  # one epoch on a subset: below the study
+    assert first["against_study"] == against(first["stats"]["test_accuracy"], 0.9010)  # two seeds: a wide interval
+    table = (out / "finish.md").read_text()
+    assert "| **test %** |" in table and "| 90.10 | 90.01 | 89.97 |" in table and "fmnist #1 (trial 1)" in table
+    # best.json: the best configuration by mean validation accuracy, one of its checkpoints, which prune resolves
+    best = json.loads((out / "best.json").read_text())
+    means = {c["trial"]: c["stats"]["val_accuracy"]["mean"] for c in result["configurations"]}
+    assert best["trial"] == max(means, key=means.get)
+    assert runs.resolve_checkpoint(str(out), tmp_path) == Path(best["checkpoint"]) and Path(best["checkpoint"]).exists()
+    # resumable: a rerun trains only what is missing
+    kept = (out / "1" / "seed0" / "metrics.csv").stat().st_mtime
+    shutil.rmtree(out / "0" / "seed1")
+    again = finish(sweep, out, k=2, seeds=2, jobs=1, extra=extra)
+    assert (out / "1" / "seed0" / "metrics.csv").stat().st_mtime == kept
+    assert again["configurations"][1]["stats"]["test_accuracy"]["n"] == 2
+
+
+def test_finishing_refuses_what_it_cannot_do(tmp_path, capsys):
+    _sweep_table(tmp_path, [{"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.7}])
+    with pytest.raises(UserError, match="1 completed trial.*fewer than --top 2"):
+        top(tmp_path, 2)
+    for argv, says in ((["--seeds", "3"], "--seeds needs --top K"), (["--top", "0"], "--top 0: give at least 1"),
+                       (["--top", "1", "trainer.seed=3"], "drop the trainer.seed override")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path), "--out", str(tmp_path / "out"), *argv])
+        assert says in str(e.value) and str(e.value).startswith("error: ")
+    assert not (tmp_path / "out").exists()  # nothing written

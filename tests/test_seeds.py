@@ -8,7 +8,7 @@ import pytest
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import against, interval, paired, ratio
+from fmnist.core.stats import against, interval, paired, prob_above, ratio
 from fmnist.ops.seeds import group_runs
 from fmnist.ops.training import train
 from fmnist.seeds import main
@@ -68,6 +68,16 @@ def _run(folder, seed, precision, val, status="completed"):
     best = {"epoch": 10 + seed, "val_accuracy": val, "test_accuracy": val - 0.01, "val_loss": 0.3, "test_loss": 0.3}
     runs.write_summary("train", {"status": status, "best": best, "config": config, "device": "cpu",
                                  "precision": {"used": precision}}, folder)  # fmt: skip
+
+
+def test_probability_that_a_mean_is_above_a_number():
+    s = interval([0.90, 0.92])  # mean 0.91, std 0.01414, n=2: the t distribution with 1 degree of freedom (Cauchy)
+    assert prob_above(s, 0.91) == pytest.approx(0.5)
+    # (0.91 - 0.90) / (0.01414 / sqrt 2) = 1.0 standard error: Cauchy's cdf at 1 is 3/4
+    assert prob_above(s, 0.90) == pytest.approx(0.75)
+    assert prob_above(s, 0.92) == pytest.approx(0.25)
+    assert prob_above(interval([0.9]), 0.5) is None  # one value: no spread, no probability
+    assert prob_above(interval([0.9, 0.9]), 0.89) == 1.0  # no spread: the mean decides
 
 
 def test_runs_grouped_by_all_but_the_seed_and_compared_seed_by_seed(tmp_path):

@@ -44,6 +44,16 @@ def against(summary: dict, other: float) -> str:
     return "above" if summary["low"] > other else "below" if summary["high"] < other else "inside"
 
 
+def prob_above(summary: dict, other: float) -> float | None:
+    """The probability that the true mean is above `other`, from the t distribution of the mean (what a flat prior
+    gives): 0.5 at the mean, near 1 where the interval's lower end clears `other`; None with one value."""
+    if summary["std"] is None:
+        return None
+    if summary["std"] == 0:
+        return float(summary["mean"] > other)
+    return float(stats.t.cdf((summary["mean"] - other) / (summary["std"] / math.sqrt(summary["n"])), summary["n"] - 1))
+
+
 def ratio(numerators: list[float], denominators: list[float], level: float = LEVEL) -> dict:
     """The ratio of two timings paired by round (a_r / b_r: both timed in round r, so a round's drift cancels): the
     geometric mean of the per-round ratios with a t interval on their logs (ratios are symmetric on a log scale).
