@@ -16,12 +16,17 @@ from pathlib import Path
 import markdown
 
 from fmnist.core import runs
+from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import widths
 from fmnist.core.runs import pct
+from fmnist.core.stats import against, interval
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
-from fmnist.ops.plots import compare, find_runs, keys, sort_key, speed_frontier, value_of
+from fmnist.ops.findings import claims
+from fmnist.ops.plots import compare, find_runs, keys, speed_frontier, value_of
+from fmnist.ops.seeds import group_runs
+from fmnist.ops.seeds import markdown as seeds_table
 from fmnist.ops.trials import METRICS as SWEEP_METRICS
 from fmnist.ops.trials import STATES, params
 
@@ -32,14 +37,31 @@ def discover(root: Path) -> dict:
     trained = [(d, runs.read_summary(d, "train")) for d in runs.find(root, "train")]
     basic = [d for d, s in trained if not s["multirun"] and s["arch"] == medium and s["best"]]
     sweeps = runs.find(root, "sweep")
-    multiruns = sorted(p.parent for p in root.glob("**/multirun.yaml"))
+    multiruns = [d for d in sorted(p.parent for p in root.glob("**/multirun.yaml")) if d not in sweeps]
+    configs = {d: _configs(d) for d in multiruns}
+    # one configuration over seeds (e.g. model=medium trainer.seed=range(5)): the basic model's runs
+    seeded = [d for d in multiruns if len(configs[d]) == 1 and configs[d][0]["model"] == medium]
+    finished = sorted(p.parent for p in root.glob("**/finish.json"))
     return {
-        "basic": basic[-1] if basic else None,
+        "basic": seeded[-1] if seeded else basic[-1] if basic else None,
         "sweep": sweeps[-1] if sweeps else None,
-        "compare": [d for d in multiruns if d not in sweeps],  # Hydra's basic sweeper: the one-factor comparisons
+        "finish": finished[-1] if finished else None,
+        # Hydra's basic sweeper over one factor (and seeds): the one-factor comparisons
+        "compare": [d for d in multiruns if len(configs[d]) > 1],
         "prune": runs.find(root, "prune"),
         "bench": runs.find(root, "bench"),
     }
+
+
+def _configs(folder: Path) -> list[dict]:
+    """The configurations (all but the seed) of the training runs under folder, each with its model keys."""
+    try:
+        groups = group_runs([folder])["groups"]
+    except UserError:  # no finished training run under it yet
+        return []
+    return [{"config": g["config"], "model": {k.split(".", 1)[1]: v for k, v in g["config"].items()
+                                              if k.startswith("model.") and k != "model.weight_init"}}
+            for g in groups]  # fmt: skip
 
 
 def missing(what: str, how: str) -> str:
@@ -50,6 +72,8 @@ def section_basic(run_dir: Path | None) -> str:
     out = ["## 1. Basic model (medium preset)\n"]
     if run_dir is None:
         return "\n".join(out) + missing("no completed training run of the medium preset", "python -m fmnist.train")
+    if not (run_dir / runs.SUMMARY).exists():  # a multirun of the medium preset over seeds
+        return "\n".join(out) + _basic_over_seeds(run_dir)
     s = runs.read_summary(run_dir, "train")
     b = s["best"]
     out += [
@@ -61,6 +85,48 @@ def section_basic(run_dir: Path | None) -> str:
         f"| study | {pct(STUDY['basic_train_accuracy'])} | {pct(STUDY['basic_test_accuracy'])} |",
     ]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def _basic_over_seeds(folder: Path) -> str:
+    g = group_runs([folder])["groups"][0]
+    train_acc = interval([runs.read_summary(Path(r["run_dir"]), "train")["best"]["train_accuracy"]
+                          for r in g["runs"].values()])  # fmt: skip
+    test = g["stats"]["test_accuracy"]
+    verdict = {"above": "**beats** the study's (the interval's lower end is above it)",
+               "inside": "is not distinguishable from the study's (its interval holds it)",
+               "below": "is below the study's (the interval's upper end is under it)"}  # fmt: skip
+    verdict = verdict[against(test, STUDY["basic_test_accuracy"])]
+    return (
+        "\n".join(
+            [
+                f"Multirun `{folder}`: seeds {', '.join(map(str, g['seeds']))}, "
+                f"{g['config']['trainer.max_epochs']} epochs, "
+                f"batch {g['config']['data.batch_size']}, lr {g['config']['optimizer.lr']}, momentum "
+                f"{g['config']['optimizer.momentum']}; accuracies at each run's best-validation epoch, mean ± std "
+                f"[95 % t interval] (n). The test accuracy {verdict}.\n",
+                "| | train accuracy (%) | test accuracy (%) |",
+                "|---|---|---|",
+                f"| fmnist, over seeds | {_mean_cell(train_acc)} | {_mean_cell(test)} |",
+                f"| study (one run) | {pct(STUDY['basic_train_accuracy'])} | {pct(STUDY['basic_test_accuracy'])} |",
+            ]
+        )
+        + "\n"
+    )
+
+
+def _mean_cell(s: dict) -> str:
+    if s["low"] is None:
+        return f"{100 * s['mean']:.2f} (n=1)"
+    return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} [{100 * s['low']:.2f}, {100 * s['high']:.2f}] (n={s['n']})"
+
+
+def section_finish(folder: Path | None) -> str:
+    """The sweep's top configurations retrained over seeds (fmnist.retrain --top), its table as written."""
+    if folder is None:
+        return missing("no top configurations retrained over seeds",
+                       "python -m fmnist.retrain SWEEP_DIR --top 3 --seeds 5 --out DIR") + "\n"  # fmt: skip
+    text = (folder / "finish.md").read_text().splitlines()
+    return "\n".join(["### The top configurations over seeds\n", f"`{folder}`: {text[0].lstrip('# ')}.", *text[1:]])
 
 
 def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
@@ -97,27 +163,6 @@ def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
     return "\n".join(out + head + lines) + "\n"
 
 
-def _finding(runs: list[dict], key: str) -> str:
-    """One factual sentence per comparison, from the runs' own metrics."""
-    parts = []
-    for run in sorted(runs, key=lambda r: sort_key(value_of(r, key))):
-        label = f"{key.split('.')[-1]}={value_of(run, key)}"
-        rows = run["rows"]
-        if run["status"] == "diverged" or not rows:
-            parts.append(f"{label} diverged (no learning)")
-            continue
-        best = max(rows, key=lambda r: r["val_accuracy"])
-        min_loss = min(rows, key=lambda r: r["val_loss"])
-        text = f"{label} best val {pct(best['val_accuracy'])}% at epoch {int(best['epoch'])}"
-        text += f" (val {pct(rows[0]['val_accuracy'])}% after epoch 1"
-        if min_loss["epoch"] < rows[-1]["epoch"] and rows[-1]["val_loss"] > 1.1 * min_loss["val_loss"]:
-            text += (f"; val loss rose from {min_loss['val_loss']:.3f} at epoch {int(min_loss['epoch'])} to "
-                     f"{rows[-1]['val_loss']:.3f} while train loss fell to {rows[-1]['train_loss']:.3f}: "
-                     "overfitting")  # fmt: skip
-        parts.append(text + ")")
-    return "; ".join(parts) + "."
-
-
 def section_compare(dirs: list[Path], images: list[Path]) -> str:
     out = ["## 3. Accuracy vs epoch comparisons\n"]
     if not dirs:
@@ -126,17 +171,52 @@ def section_compare(dirs: list[Path], images: list[Path]) -> str:
             "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001",
         )
     for d in dirs:
-        runs = find_runs(d)
-        varying = [k for k in keys() if len({str(value_of(r, k)) for r in runs}) > 1]
-        key = varying[0] if varying else "model"
-        if all(k.startswith("model.") for k in varying) and len({value_of(r, "model") for r in runs}) > 1:
-            key = "model"  # model=small,medium,large: one preset name says more than its five keys
+        key, found = compare_key(d)
         png = compare(d, key, d / "plots" / f"compare_{key.replace('.', '_')}.png")
         images.append(png)
-        epochs = max(len(r["rows"]) for r in runs)
-        out.append(f"### `{d.name}`: {key} ({len(runs)} runs, {epochs} epochs)\n")
+        epochs = max(len(r["rows"]) for r in found)
+        out.append(f"### `{d.name}`: {key} ({len(found)} runs, {epochs} epochs)\n")
         out.append(f"![{d.name}]({png})\n")
-        out.append(_finding(runs, key) + "\n")
+        out.append(seeds_table(group_runs([d])))  # runs that differ only in the seed, grouped
+    return "\n".join(out)
+
+
+def compare_key(folder: Path) -> tuple[str, list[dict]]:
+    """The one factor a comparison multirun varies (`model` for model=small,medium,large), and its runs."""
+    found = find_runs(folder)
+    varying = [k for k in keys() if len({str(value_of(r, k)) for r in found}) > 1]
+    key = varying[0] if varying else "model"
+    if all(k.startswith("model.") for k in varying) and len({value_of(r, "model") for r in found}) > 1:
+        key = "model"  # model=small,medium,large: one preset name says more than its five keys
+    return key, found
+
+
+def section_findings(dirs: list[Path], sweep: Path | None, images: list[Path]) -> str:
+    """The study's findings: each judged on the comparisons over seeds; the search's importances beside them."""
+    out = ["## 3b. The study's findings, computed\n"]
+    judged = claims({compare_key(d)[0]: d for d in dirs})
+    if judged:
+        out += ["Each sentence of the study judged on the one-factor runs above: validation accuracy at each run's "
+                "best epoch, differences paired by seed with their 95 % t interval. It **holds** only where the "
+                "interval lies on the sentence's side, **does not hold** where it lies on the other, and is **not "
+                "settled** where it straddles.\n", "| the study found | computed from the runs | verdict |",
+                "|---|---|---|"]  # fmt: skip
+        out += [f"| {c['claim']} | {c['figure']} | **{c['verdict']}** |" for c in judged] + [""]
+    else:
+        out.append(missing("no one-factor comparison to judge the study's findings on",
+                           "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001 "
+                           "trainer.seed=0,1,2"))  # fmt: skip
+    found = runs.read_summary(sweep, "sweep") if sweep else {}
+    if found.get("importances"):
+        ranked = sorted(found["importances"].items(), key=lambda kv: -kv[1])
+        out += [f"From the search itself (`{sweep}`, its completed trials; fANOVA, Optuna's default evaluator): "
+                "how much of the validation accuracy's variance each hyperparameter explains, and every trial's "
+                "validation accuracy against each value.\n", "| hyperparameter | importance |", "|---|---|",
+                *[f"| {k} | {v:.3f} |" for k, v in ranked], ""]  # fmt: skip
+        for key in ("importance_plot", "slice_plot"):
+            if found.get(key) and Path(found[key]).exists():
+                images.append(Path(found[key]))
+                out.append(f"![{key}]({found[key]})\n")
     return "\n".join(out)
 
 
@@ -271,7 +351,9 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
         "section. Study figures are the published reference values; every other number is read from run outputs.\n",
         section_basic(found["basic"]),
         section_sweep(found["sweep"], top, images),
+        section_finish(found.get("finish")),
         section_compare(found["compare"], images),
+        section_findings(found["compare"], found["sweep"], images),
         section_prune(found["prune"], images),
         section_speed(found["prune"], out_dir, images),
         section_bench(found["bench"]),
@@ -300,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path("outputs"), help="where to look for outputs")
     parser.add_argument("--basic", type=Path, help="a medium training run folder")
     parser.add_argument("--sweep", type=Path, help="a sweep folder (with summary.csv and best.json)")
+    parser.add_argument("--finish", type=Path, help="a fmnist.retrain --top folder (with finish.md)")
     parser.add_argument("--compare", type=Path, nargs="*", help="one-factor multirun folders")
     parser.add_argument("--prune", type=Path, nargs="*", help="prune run folders")
     parser.add_argument("--bench", type=Path, nargs="*", help="bench run folders")
@@ -307,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default ROOT/report/<date>_<time>)")
     args = parser.parse_args(argv)
     found = discover(args.root)
-    for key in ("basic", "sweep", "compare", "prune", "bench"):
+    for key in ("basic", "sweep", "finish", "compare", "prune", "bench"):
         if getattr(args, key) is not None:
             found[key] = getattr(args, key)
     out = build(found, args.out or args.root / "report" / time.strftime("%Y-%m-%d_%H-%M-%S"), args.top)

@@ -1,7 +1,11 @@
 """Results of a sweep: `python -m fmnist.sweep_summary SWEEP_DIR` writes summary.csv, summary.md and best.json.
 
 Rows come from the Optuna study (state, reason) and each trial's own summary.json (metrics at its best-validation
-epoch). Selection is by validation accuracy; test accuracy is reported, never used to choose.
+epoch). Selection is by validation accuracy; test accuracy is reported, never used to choose. The search's findings
+(importances.json, plots/importances.png, plots/slice.png) are written beside them.
+
+A multirun of Hydra's basic sweeper (no Optuna study, e.g. `~hparams_search trainer.seed=range(5) ...`): its runs
+grouped by all but the seed, with n, mean ± std and 95 % t intervals, into DIR/seeds.md and DIR/seeds.json.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from fmnist.core import runs
 from fmnist.core.errors import UserError
+from fmnist.ops.seeds import group_runs, markdown
 from fmnist.ops.trials import load_study, summarize
 
 
@@ -21,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", help="study name (default: the only one in the storage)")
     args = parser.parse_args(argv)
     try:
+        if args.storage is None and not (args.sweep_dir / "optuna.db").exists() and runs.find(args.sweep_dir, "train"):
+            result = group_runs([args.sweep_dir])  # a plain multirun: its runs over seeds
+            runs.write_json(result, args.sweep_dir / "seeds.json")
+            print(runs.write_text(markdown(result), args.sweep_dir / "seeds.md").read_text())
+            return
         out = summarize(args.sweep_dir, load_study(args.sweep_dir, args.storage, args.study))
     except UserError as e:
         sys.exit(f"error: {e}")

@@ -17,8 +17,10 @@ def outputs(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("outputs")
     train(small_cfg(root / "runs" / "basic", "data.subset=3000", "data.val_size=500"))
     run_cli(*sweep_cmd(root / "sweeps" / "s", "hydra.sweeper.n_trials=2", "optimizer.lr=0.01,0.001"))
-    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "optimizer.momentum=0.9,0.99",
+    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "optimizer.momentum=0.9,0.99", "trainer.seed=0,1",
             f"hydra.sweep.dir={root / 'compare_momentum'}")  # fmt: skip
+    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "trainer.seed=0,1",
+            f"hydra.sweep.dir={root / 'medium_seeds'}")  # fmt: skip
     prune(small_cfg(root / "prune" / "p", f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
                     "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
                     "data.val_size=500", config_name="prune"))  # fmt: skip
@@ -32,18 +34,29 @@ def outputs(tmp_path_factory, data_root):
 def test_report_has_every_section_with_numbers_from_the_files(outputs):
     report_main(["--root", str(outputs), "--out", str(outputs / "report")])
     md = (outputs / "report" / "report.md").read_text()
-    assert "_Missing" not in md
+    assert md.count("_Missing") == 1 and "_Missing: no top configurations retrained over seeds" in md
+    # the basic model over seeds (a multirun of one configuration): mean ± std [interval] (n) of the runs' own figures
+    tests = [json.loads((outputs / "medium_seeds" / str(i) / "summary.json").read_text())["best"]["test_accuracy"]
+             for i in (0, 1)]  # fmt: skip
+    assert "| fmnist, over seeds | " in md and f"| {100 * sum(tests) / 2:.2f} ± " in md and "(n=2) |" in md
+    assert "| study (one run) | 91.14 | 89.32 |" in md
+    # one run named instead: its own figures
+    report_main(["--root", str(outputs), "--basic", str(outputs / "runs" / "basic"), "--out", str(outputs / "r1")])
     basic = json.loads((outputs / "runs" / "basic" / "summary.json").read_text())["best"]
     assert (
         f"| fmnist (best-validation epoch) | {100 * basic['train_accuracy']:.2f} | {100 * basic['test_accuracy']:.2f} |"
-        in md
+        in (outputs / "r1" / "report.md").read_text()
     )
-    assert "| study | 91.14 | 89.32 |" in md
     with open(outputs / "sweeps" / "s" / "summary.csv") as f:
         top = next(csv.DictReader(f))
     assert f"fmnist #1 (trial {top['trial']})" in md and f"{100 * float(top['val_accuracy']):.2f}" in md
     assert "| study #1 | study #2 | study #3 |" in md and "| 90.10 | 90.01 | 89.97 |" in md  # the study's top three
-    assert "momentum=0.9 best val" in md and "momentum=0.99 best val" in md
+    # the comparison's runs grouped by all but the seed, and the study's sentence judged on them
+    assert "| optimizer.momentum=0.9 | 0,1 |" in md and "| optimizer.momentum=0.99 | 0,1 |" in md
+    assert re.search(r"\| momentum 0.99 does about as well as 0.9 \| momentum 0.99 − momentum 0.9 [+-]\d+\.\d\d points "
+                     r"\[[^]]+\] \(n=2\).* \| \*\*(holds|does not hold|not settled)\*\* \|", md)  # fmt: skip
+    # the search's own findings: importances of what varied among its completed trials
+    assert "| optimizer.lr | 1.000 |" in md
     after = json.loads((outputs / "prune" / "p" / "summary.json").read_text())["after"]
     assert f"| (12, 16, 25) | 3,203,520 → {after['study_flops']:,} |" in md
     assert "| study | norm, no fine-tuning | (1, 7, 72) | 3,203,520 → 343,712 | 9.32x | - | 87.62 |" in md
@@ -52,7 +65,7 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     assert f"| {bench['speedup']:.2f}x | {eager:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert len(images) == 4  # the sweep's curves, one comparison plot and the two pruning plots
+    assert len(images) == 6  # the sweep's curves, one comparison plot, importances, slice and two pruning plots
     assert html.count("data:image/png;base64,iVBORw0KGgo") == len(images)  # embedded PNGs, not links
     assert "<table>" in html
 

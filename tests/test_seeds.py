@@ -12,6 +12,7 @@ from fmnist.core.stats import against, interval, paired, prob_above, ratio
 from fmnist.ops.seeds import group_runs
 from fmnist.ops.training import train
 from fmnist.seeds import main
+from fmnist.sweep_summary import main as sweep_summary
 from tests.helpers import small_cfg
 
 
@@ -112,3 +113,6 @@ def test_the_command_on_real_runs(tmp_path, capsys):
     assert "| all runs | 0,1 |" in printed and (tmp_path / "out" / "seeds.md").read_text() in printed
     with pytest.raises(SystemExit, match="error: .*no training run"):
         main([str(tmp_path / "nothing")])
+    # the same grouping from fmnist.sweep_summary on a folder of plain runs (no Optuna study), written beside them
+    sweep_summary([str(tmp_path / "runs")])
+    assert (tmp_path / "runs" / "seeds.md").read_text() == (tmp_path / "out" / "seeds.md").read_text()

@@ -53,6 +53,11 @@ def test_sweep_writes_ranked_table_and_best_json(sweep):
     assert run_summary["best"]["test_accuracy"] == pytest.approx(float(top["test_accuracy"]))
     assert "| rank | trial | state | conv1_kernel" in (sweep / "summary.md").read_text()
     assert (sweep / "optimization_results.yaml").exists()
+    # the search's findings: importances of what varied among the completed trials (only fc1_size here), plots
+    found = json.loads((sweep / "importances.json").read_text())
+    assert found["importances"] == {"model.fc1_size": 1.0} and found["trials"] == len(completed)
+    for png in ("importances.png", "slice.png"):
+        assert (sweep / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rerun_resumes_and_adds_only_the_rest(sweep):

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.study import search_space
+from fmnist.ops.findings import search_findings
 from fmnist.ops.plots import sweep_curves
 
 METRICS = ("best_epoch", "val_accuracy", "test_accuracy", "test_loss", "train_accuracy")
@@ -197,6 +198,7 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         runs.write_json(best_json, sweep_dir / "best.json")
         out["best_json"] = str(sweep_dir / "best.json")
     curves = sweep_curves(rows, sweep_dir / "plots" / "sweep_curves.png", study.study_name)
+    found = search_findings(study, sweep_dir)  # importances.json, plots/importances.png and plots/slice.png
     runs.write_summary("sweep", {
         "study_name": study.study_name,
         "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
@@ -211,6 +213,9 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "best": best,
         "best_json": out["best_json"],
         "curves": str(curves),
+        "importances": found.get("importances", {}),
+        "importance_plot": found.get("plot"),
+        "slice_plot": found.get("slice_plot"),
     }, sweep_dir)  # fmt: skip
     return out
 
