@@ -44,27 +44,36 @@ clean:
 workers = pids=; for i in $$(seq $(1)); do $(PY) -m fmnist.train --multirun $(2) & pids="$$pids $$!"; done; \
 	for p in $$pids; do wait $$p || exit 1; done
 
-# The whole study, reproduced: sweep -> one-factor comparisons -> prune (study's method and fine-tuned) -> bench ->
-# report. Its budget lives in conf/experiment/reproduce.yaml, read here with OmegaConf.
+# The whole study, reproduced over seeds: sweep -> its top configurations retrained over seeds -> the medium model
+# over seeds -> one-factor comparisons over seeds -> prune from the best (the study's method, and fine-tuned over
+# seeds) -> bench -> report. Its budget lives in conf/experiment/reproduce.yaml, read here with OmegaConf.
 REPRO := outputs/reproduce
 REPRO_SWEEP := outputs/sweeps/reproduce
 repro = $(shell $(PY) -c "from omegaconf import OmegaConf; print(OmegaConf.load('conf/experiment/reproduce.yaml').reproduce.$(1))")
+# plain runs, reproduce.workers at a time (joblib), one thread each
+SIDE = hydra/launcher=joblib hydra.launcher.n_jobs=$(call repro,workers) trainer.threads=1
 CMP = $(PY) -m fmnist.train --multirun ~hparams_search trainer.max_epochs=$(call repro,compare_epochs) \
-	data.subset=$(call repro,compare_subset)
+	data.subset=$(call repro,compare_subset) 'trainer.seed=range($(call repro,compare_seeds))' $(SIDE)
+PRUNE_SEEDS = 'trainer.seed=range($(call repro,prune_seeds))'
 
 reproduce: setup
 	@# reproduce.workers sweep workers side by side on one storage; each asks Optuna for the next trial
 	$(call workers,$(call repro,workers),experiment=reproduce)
+	$(PY) -m fmnist.retrain $(REPRO_SWEEP) --top $(call repro,top) --seeds $(call repro,seeds) --out $(REPRO)/top \
+		--jobs $(call repro,workers) trainer.threads=1
+	$(PY) -m fmnist.train --multirun ~hparams_search model=medium 'trainer.seed=range($(call repro,seeds))' $(SIDE) \
+		hydra.sweep.dir=$(REPRO)/medium_seeds
 	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
 	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
 	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size
 	$(CMP) model=small,medium,large hydra.sweep.dir=$(REPRO)/compare_capacity
-	$(PY) -m fmnist.prune prune=norm prune.checkpoint=$(REPRO_SWEEP)/best.json hydra.run.dir=$(REPRO)/prune_norm
-	$(PY) -m fmnist.prune prune=norm_finetune prune.checkpoint=$(REPRO_SWEEP)/best.json \
-		hydra.run.dir=$(REPRO)/prune_norm_finetune
+	$(CMP) model.weight_init=xavier_normal,xavier_uniform,normal hydra.sweep.dir=$(REPRO)/compare_init
+	$(PY) -m fmnist.prune prune=norm prune.checkpoint=$(REPRO)/top hydra.run.dir=$(REPRO)/prune_norm
+	$(PY) -m fmnist.prune --multirun prune=norm_finetune prune.checkpoint=$(REPRO)/top $(PRUNE_SEEDS) $(SIDE) \
+		hydra.sweep.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
-	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune hydra.run.dir=$(REPRO)/bench_norm_finetune
-	$(PY) -m fmnist.report --sweep $(REPRO_SWEEP) --out $(REPRO)/report
+	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune/0 hydra.run.dir=$(REPRO)/bench_norm_finetune
+	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
 	$(MAKE) results
 
 # The small files that back docs/results.md, copied into the tracked results/ folder (outputs/ is not tracked)
@@ -73,7 +82,9 @@ results:
 	mkdir -p $(RESULTS)/sweep/plots $(RESULTS)/report
 	cp $(REPRO_SWEEP)/summary.md $(REPRO_SWEEP)/summary.csv $(REPRO_SWEEP)/summary.json $(REPRO_SWEEP)/best.json \
 		$(RESULTS)/sweep/
+	cp $(REPRO_SWEEP)/importances.json $(RESULTS)/sweep/
 	cp $(REPRO_SWEEP)/plots/*.png $(RESULTS)/sweep/plots/
+	mkdir -p $(RESULTS)/top && cp $(REPRO)/top/finish.md $(REPRO)/top/finish.json $(REPRO)/top/best.json $(RESULTS)/top/
 	cp -r $(REPRO)/report/. $(RESULTS)/report/
 
 # The measurement behind the default pruner: an unpruned sweep (conf/experiment/pruner_study.yaml), replayed

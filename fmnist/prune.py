@@ -116,6 +116,7 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, b
         "steps": len(rows) - 1,
         "seconds": seconds,
         "precision": precision,  # of evaluation and fine-tuning (trainer.precision)
+        "seed": cfg.trainer.seed,  # fine-tuning's batch order (and the latency-aware search's sampling)
         "prune": OmegaConf.to_container(cfg.prune, resolve=True),
     }
     summary["plots"] = [str(p) for p in pruning_plots(rows, out_dir)]

@@ -21,9 +21,10 @@ def outputs(tmp_path_factory, data_root):
             f"hydra.sweep.dir={root / 'compare_momentum'}")  # fmt: skip
     run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "trainer.seed=0,1",
             f"hydra.sweep.dir={root / 'medium_seeds'}")  # fmt: skip
-    prune(small_cfg(root / "prune" / "p", f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
-                    "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
-                    "data.val_size=500", config_name="prune"))  # fmt: skip
+    for name, seed in (("p", 42), ("p_seed1", 1)):  # the same method over two seeds
+        prune(small_cfg(root / "prune" / name, f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
+                        "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
+                        "data.val_size=500", f"trainer.seed={seed}", config_name="prune"))  # fmt: skip
     run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=1", "bench.max_repeats=1",
             "trainer.threads=1",
             "bench.engines=[eager,onnxruntime]",
@@ -60,12 +61,17 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     after = json.loads((outputs / "prune" / "p" / "summary.json").read_text())["after"]
     assert f"| (12, 16, 25) | 3,203,520 → {after['study_flops']:,} |" in md
     assert "| study | norm, no fine-tuning | (1, 7, 72) | 3,203,520 → 343,712 | 9.32x | - | 87.62 |" in md
+    # the two seeds of one method grouped: mean [interval] (n=2) of their own test accuracies
+    tests = [json.loads((outputs / "prune" / n / "summary.json").read_text())["after"]["test_accuracy"]
+             for n in ("p", "p_seed1")]  # fmt: skip
+    assert "### Over fine-tuning seeds" in md and "| 1, 42 | (12, 16, 25) | " in md
+    assert f"| {100 * sum(tests) / 2:.2f} ± " in md.split("### Over fine-tuning seeds")[1]
     bench = json.loads((outputs / "bench" / "b" / "summary.json").read_text())
     eager = bench["speedup_by_engine"]["eager"]
     assert f"| {bench['speedup']:.2f}x | {eager:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert len(images) == 6  # the sweep's curves, one comparison plot, importances, slice and two pruning plots
+    assert len(images) == 8  # sweep curves, one comparison, importances, slice, two pruning plots per prune run
     assert html.count("data:image/png;base64,iVBORw0KGgo") == len(images)  # embedded PNGs, not links
     assert "<table>" in html
 
