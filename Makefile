@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench bench-liveness lint clean reproduce results pruner-study
+.PHONY: setup data train test bench bench-liveness lint clean reproduce results pruner-study prune-compare
 
 setup: data $(VENV)/.installed
 
@@ -75,6 +75,17 @@ reproduce: setup
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune/0 hydra.run.dir=$(REPRO)/bench_norm_finetune
 	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
 	$(MAKE) results
+
+# Latency-aware against FLOPs-aware selection at one speed budget (conf/prune/latency.yaml: 6x predicted), from
+# make reproduce's best checkpoint, reproduce.prune_seeds seeds each, every pruned model benched; then the report
+PCMP := $(REPRO)/prune_cost
+prune-compare: setup
+	$(PY) -m fmnist.latency trainer.threads=1
+	$(PY) -m fmnist.prune --multirun prune=latency prune.cost=latency,flops prune.checkpoint=$(REPRO)/top \
+		$(PRUNE_SEEDS) $(SIDE) hydra.sweep.dir=$(PCMP)
+	for d in $(PCMP)/[0-9]*; do $(PY) -m fmnist.bench bench.prune_dir=$$d hydra.run.dir=$(PCMP)/bench_$$(basename $$d) \
+		|| exit 1; done
+	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
 
 # The small files that back docs/results.md, copied into the tracked results/ folder (outputs/ is not tracked)
 RESULTS := results/reproduce

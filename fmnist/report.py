@@ -23,7 +23,7 @@ from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import widths
 from fmnist.core.runs import pct
-from fmnist.core.stats import against, interval
+from fmnist.core.stats import against, interval, paired
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
 from fmnist.ops.findings import claims
@@ -349,8 +349,50 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
         "order): test accuracy as mean ± std [95 % t interval] (n), against the study's 87.62 % (above only where "
         "the interval's lower end is above it).\n",
         "| method | seeds | (c1, c2, f1) | FLOPs ratio, mean (range) | test (%) | against the study's |",
-        "|---|---|---|---|---|---|", *rows, "",
+        "|---|---|---|---|---|---|", *rows, "", *_cost_pairs(list(groups.values())),
     ])  # fmt: skip
+
+
+def _cost_pairs(groups: list[list[dict]]) -> list[str]:
+    """Latency-aware against FLOPs-aware selection: two groups from one checkpoint whose prune settings differ only
+    in prune.cost (the same budget), compared seed by seed: test accuracy's difference with its 95 % t interval, and
+    each side's predicted and (where benched) measured speedup."""
+    lines = []
+    for a in groups:
+        for b in groups:
+            pa, pb = a[0]["prune"], b[0]["prune"]
+            same = {k: v for k, v in pa.items() if k != "cost"} == {k: v for k, v in pb.items() if k != "cost"}
+            if not (pa.get("cost") == "latency" and pb.get("cost") == "flops" and same
+                    and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]):  # fmt: skip
+                continue
+            by_seed = [{s["seed"]: s["after"]["test_accuracy"] for s in g} for g in (b, a)]
+            if not set(by_seed[0]) & set(by_seed[1]):
+                continue
+            d = paired(*by_seed)  # latency - flops
+
+            def speed(g: list[dict], key: str) -> str:
+                values = [v for s in g if (v := (s.get("measured") or {}).get("speedup") if key == "measured"
+                                           else s.get("predicted_speedup"))]  # fmt: skip
+                return _ratio_cell(interval(values)) if values else "not benched"
+
+            gap = (f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
+                   if d["low"] is not None else f"{100 * d['mean']:+.2f} points (one seed: no interval)")  # fmt: skip
+            lines += [
+                "### Latency-aware against FLOPs-aware selection\n",
+                f"The same budget ({method_name(pa).split('budget: ')[-1]}), the same checkpoint and seeds "
+                f"{', '.join(map(str, d['paired_by']))}: test accuracy, latency-aware minus FLOPs-aware, {gap}.\n",
+                "| selection | test (%) | predicted speedup | measured speedup |", "|---|---|---|---|",
+                *[f"| by {g[0]['prune']['cost']} | {_mean_cell(interval([s['after']['test_accuracy'] for s in g]))} | "
+                  f"{speed(g, 'predicted')} | {speed(g, 'measured')} |" for g in (a, b)],
+                "",
+            ]  # fmt: skip
+    return lines
+
+
+def _ratio_cell(s: dict) -> str:
+    if s["low"] is None:
+        return f"{s['mean']:.2f}x (n=1)"
+    return f"{s['mean']:.2f}x [{s['low']:.2f}, {s['high']:.2f}] (n={s['n']})"
 
 
 def section_bench(dirs: list[Path]) -> str:

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
+from fmnist.core import runs
 from fmnist.ops.training import train
 from fmnist.prune import prune
+from fmnist.report import _prune_over_seeds
 from fmnist.report import main as report_main
 from tests.helpers import TINY, run_cli, small_cfg, sweep_cmd
 
@@ -82,3 +84,26 @@ def test_missing_inputs_are_named_not_a_crash(tmp_path):
     for what in ("medium preset", "no sweep", "no one-factor multirun", "no prune run", "no bench run"):
         assert f"_Missing: {what}" in md or f"_Missing: no completed training run of the {what}" in md
     assert "python -m fmnist.prune" in md and (tmp_path / "report" / "report.html").exists()
+
+
+def test_latency_aware_and_flops_aware_selection_compared_seed_by_seed(tmp_path):
+    # prune summaries as fmnist.prune writes them: two selections at one budget, three seeds each
+    dirs = []
+    for cost, base in (("latency", 0.880), ("flops", 0.870)):
+        for seed in range(3):
+            prune_cfg = {"criterion": "l2", "selection": "global", "cost": cost, "min_saving": None,
+                         "target_flops_ratio": None, "target_speedup": 6}  # fmt: skip
+            arch = {"conv1_channels": 2, "conv2_channels": 6, "fc1_size": 30}
+            summary = {"source_checkpoint": "/ckpt/best.pt", "prune": prune_cfg, "seed": seed,
+                       "after": {"test_accuracy": base + 0.002 * seed + 0.001 * (cost == "latency") * seed,
+                                 "arch": arch},
+                       "flops_ratio": 9.0, "predicted_speedup": 6.1,
+                       "measured": {"speedup": 5.5 + 0.1 * seed}}  # fmt: skip
+            dirs.append(tmp_path / f"{cost}{seed}")
+            runs.write_summary("prune", summary, dirs[-1])
+    md = _prune_over_seeds(dirs)
+    # latency - flops per seed: +0.010, +0.011, +0.012 -> mean +1.10 points, t interval over 3 differences
+    assert "test accuracy, latency-aware minus FLOPs-aware, +1.10 points [+0.85, +1.35] (n=3)" in md
+    # latency: 88.00, 88.30, 88.60 %: mean 88.30, std 0.30, t(2) = 4.303 -> ±0.75; speedups 5.5, 5.6, 5.7 -> ±0.25
+    row = "| by latency | 88.30 ± 0.30 [87.55, 89.05] (n=3) | 6.10x [6.10, 6.10] (n=3) | 5.60x [5.35, 5.85] (n=3) |"
+    assert row in md
