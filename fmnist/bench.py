@@ -109,7 +109,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                 for k, i in intervals.items() if i["halfwidth"] is None or i["halfwidth"] > b.halfwidth}  # fmt: skip
         log.warning("after %d rounds (bench.max_repeats) these speedups are not within ±%.0f %%: %s", rounds,
                     100 * b.halfwidth, wide)  # fmt: skip
-    predicted = predict(tabled, entries, layer_sums, b, len(x))
+    predicted = predict(tabled, entries, layer_sums, b, len(x), intervals)
     orig, pruned = entries["original"], entries["pruned"]
     return {
         **entries,
@@ -158,10 +158,11 @@ def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
     return out
 
 
-def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images: int) -> dict:
+def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images: int, intervals: dict) -> dict:
     """Each model's time as this machine's latency tables (fmnist/ops/latency.py) predict it, beside the measured one:
     how far the sum of per-layer times is from the whole model. The same sum timed in the bench's own rounds
-    (`now_*`) tells the method's error apart from the machine's drift since the table was built."""
+    (`now_*`) tells the method's error apart from the machine's drift since the table was built. The predicted
+    speedup is judged against the measured one's interval: an error inside it is below what this bench can see."""
     out = {}
     batches = -(-images // b.batch_size)
     for engine, lat in tabled.items():
@@ -173,6 +174,14 @@ def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images
             measured = entry["seconds_by_engine"][engine]
             out[engine][name] = {"predicted_s": seconds, "measured_s": measured, "error": seconds / measured - 1,
                                  "now_s": now, "now_error": now / measured - 1}  # fmt: skip
+        measured = intervals[engine]
+        speedup = out[engine]["original"]["predicted_s"] / out[engine]["pruned"]["predicted_s"]
+        inside = measured["low"] is not None and measured["low"] <= speedup <= measured["high"]
+        out[engine]["speedup"] = {
+            "predicted": speedup, "measured": measured["ratio"], "error": speedup / measured["ratio"] - 1,
+            "verdict": "inside" if inside else "no interval" if measured["low"] is None
+            else "above" if speedup > measured["high"] else "below",  # the measured interval
+        }  # fmt: skip
         out[engine]["table"] = str(table.path)
         if table.measured:
             table.save()
@@ -233,6 +242,13 @@ def summary_text(r: dict) -> str:
                      f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x; its layers timed in "
                      f"these rounds: original {100 * pred['original']['now_error']:+.1f} %, pruned "
                      f"{100 * pred['pruned']['now_error']:+.1f} %")  # fmt: skip
+        sp = pred["speedup"]
+        verdicts = {"inside": "inside the measured interval: no error this bench can see",
+                    "above": "above the measured interval", "below": "below the measured interval",
+                    "no interval": "the measured one has no interval (one round)"}  # fmt: skip
+        lines.append(f"latency table ({engine}): predicted speedup {sp['predicted']:.2f}x against measured "
+                     f"{_interval(r['speedup_interval'][engine])}: {100 * sp['error']:+.1f} %, "
+                     f"{verdicts[sp['verdict']]}")  # fmt: skip
     for name, entry in (("original", o), ("pruned", p)):
         counts = layer_counts(entry["arch"])
         per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"

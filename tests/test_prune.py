@@ -165,6 +165,15 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained):
         # the same layers timed in the bench's own rounds: the method's error without the drift since the table
         assert pred["now_s"] > 0 and pred["now_error"] == pytest.approx(pred["now_s"] / pred["measured_s"] - 1)
     assert "its layers timed in these rounds: original" in out.stdout
+    # the predicted speedup judged against the measured speedup's interval on the same engine
+    sp, measured_eager = result["predicted"]["eager"]["speedup"], result["speedup_interval"]["eager"]
+    predicted = (
+        result["predicted"]["eager"]["original"]["predicted_s"] / result["predicted"]["eager"]["pruned"]["predicted_s"]
+    )
+    assert sp["predicted"] == pytest.approx(predicted) and sp["measured"] == measured_eager["ratio"]
+    assert sp["verdict"] == ("inside" if measured_eager["low"] <= predicted <= measured_eager["high"]
+                             else "above" if predicted > measured_eager["high"] else "below")  # fmt: skip
+    assert f"latency table (eager): predicted speedup {predicted:.2f}x against measured" in out.stdout
     measured = json.loads((prune_dir / "summary.json").read_text())["measured"]  # the prune run learns its speedup
     assert measured["speedup"] == pytest.approx(result["speedup"])
 
