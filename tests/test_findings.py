@@ -60,5 +60,14 @@ def test_each_claim_is_judged_by_its_paired_interval(tmp_path):
     assert slower["verdict"] == "holds" and "lr 0.01 − lr 0.001 +4.93 points" in slower["figure"]
     assert by_claim["momentum 0.99 does about as well as 0.9"]["verdict"] == "holds"
     assert by_claim["Xavier initialization beats a plain normal one"]["verdict"] == "does not hold"
+    # normal init diverging on two seeds of three: one seed left to pair, no interval, and the figure says why
+    for seed in range(3):
+        _run(tmp_path / "init2" / f"a{seed}", seed, 0.86, model__weight_init="xavier_normal")
+        _run(tmp_path / "init2" / f"b{seed}", seed, 0.86, model__weight_init="xavier_uniform")
+        _run(tmp_path / "init2" / f"c{seed}", seed, 0.80, status="completed" if seed == 2 else "diverged",
+             model__weight_init="normal")  # fmt: skip
+    (xavier,) = claims({"model.weight_init": tmp_path / "init2"})
+    assert xavier["verdict"] == "not settled" and "(one seed: no interval)" in xavier["figure"]
+    assert xavier["figure"].endswith("(normal: 2 of 3 seeds diverged)")
     assert by_claim["the medium model does best (small ones underfit, large ones overfit)"]["verdict"] == "not settled"
     assert "smaller batches do better in the same number of epochs" not in by_claim  # no batch comparison given
