@@ -23,7 +23,7 @@ from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import widths
 from fmnist.core.runs import pct
-from fmnist.core.stats import against, interval, paired
+from fmnist.core.stats import against, interval, paired, quoted, quoted_difference
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
 from fmnist.ops.findings import claims
@@ -109,18 +109,12 @@ def _basic_over_seeds(folder: Path) -> str:
                 f"[95 % t interval] (n). The test accuracy {verdict}.\n",
                 "| | train accuracy (%) | test accuracy (%) |",
                 "|---|---|---|",
-                f"| fmnist, over seeds | {_mean_cell(train_acc)} | {_mean_cell(test)} |",
+                f"| fmnist, over seeds | {quoted(train_acc)} | {quoted(test)} |",
                 f"| study (one run) | {pct(STUDY['basic_train_accuracy'])} | {pct(STUDY['basic_test_accuracy'])} |",
             ]
         )
         + "\n"
     )
-
-
-def _mean_cell(s: dict) -> str:
-    if s["low"] is None:
-        return f"{100 * s['mean']:.2f} (n=1)"
-    return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} [{100 * s['low']:.2f}, {100 * s['high']:.2f}] (n={s['n']})"
 
 
 def section_finish(folder: Path | None) -> str:
@@ -339,7 +333,7 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
         seeds = ", ".join(str(s["seed"]) for s in sorted(group, key=seed))
         rows.append(f"| {method_name(group[0]['prune'])} | {seeds} | "
                     f"{', '.join(sorted({str(widths(s['after']['arch'])) for s in group}))} | "
-                    f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {_mean_cell(test)} | "
+                    f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {quoted(test)} | "
                     f"{against(test, STUDY['pruned_test_accuracy'])} |")  # fmt: skip
     if not rows:
         return ""
@@ -369,24 +363,24 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
             if not set(by_seed[0]) & set(by_seed[1]):
                 continue
             d = paired(*by_seed)  # latency - flops
-
-            def speed(g: list[dict], key: str) -> str:
-                values = [v for s in g if (v := (s.get("measured") or {}).get("speedup") if key == "measured"
-                                           else s.get("predicted_speedup"))]  # fmt: skip
-                return _ratio_cell(interval(values)) if values else "not benched"
-
-            gap = (f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
-                   if d["low"] is not None else f"{100 * d['mean']:+.2f} points (one seed: no interval)")  # fmt: skip
             lines += [
                 "### Latency-aware against FLOPs-aware selection\n",
                 f"The same budget ({method_name(pa).split('budget: ')[-1]}), the same checkpoint and seeds "
-                f"{', '.join(map(str, d['paired_by']))}: test accuracy, latency-aware minus FLOPs-aware, {gap}.\n",
+                f"{', '.join(map(str, d['paired_by']))}: test accuracy, latency-aware minus FLOPs-aware, "
+                f"{quoted_difference(d)}.\n",
                 "| selection | test (%) | predicted speedup | measured speedup |", "|---|---|---|---|",
-                *[f"| by {g[0]['prune']['cost']} | {_mean_cell(interval([s['after']['test_accuracy'] for s in g]))} | "
-                  f"{speed(g, 'predicted')} | {speed(g, 'measured')} |" for g in (a, b)],
+                *[f"| by {g[0]['prune']['cost']} | {quoted(interval([s['after']['test_accuracy'] for s in g]))} | "
+                  f"{_speedups([s.get('predicted_speedup') for s in g])} | "
+                  f"{_speedups([(s.get('measured') or {}).get('speedup') for s in g])} |" for g in (a, b)],
                 "",
             ]  # fmt: skip
     return lines
+
+
+def _speedups(values: list[float | None]) -> str:
+    """Speedups of a group's runs as mean [interval] (n); runs without one (not benched) left out."""
+    values = [v for v in values if v]
+    return _ratio_cell(interval(values)) if values else "not benched"
 
 
 def _ratio_cell(s: dict) -> str:

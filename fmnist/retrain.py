@@ -30,7 +30,7 @@ from pathlib import Path
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.runs import pct
-from fmnist.core.stats import against, prob_above
+from fmnist.core.stats import against, prob_above, quoted
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.ops.seeds import group_runs
 from fmnist.ops.trials import params
@@ -219,17 +219,6 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
     return result
 
 
-def _mean(s: dict | None, scale: float = 100, digits: int = 2, ci: bool = False) -> str:
-    if not s:
-        return "-"
-    if s["std"] is None:
-        return f"{scale * s['mean']:.{digits}f} (n=1)"
-    text = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
-    if ci:
-        text += f" [{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}]"
-    return f"{text} (n={s['n']})"
-
-
 def finish_markdown(r: dict) -> str:
     """The study's layout: parameters as rows, one column per configuration, then the study's three figures."""
     configs, figures = r["configurations"], STUDY["top3_test_accuracy"]
@@ -265,9 +254,9 @@ def finish_markdown(r: dict) -> str:
     lines += [
         row("sweep: val % (one run)", [pct(c["sweep_val"]) for c in configs]),
         row("sweep: test % (one run)", [pct(c["sweep_test"]) for c in configs]),
-        row("val %", [_mean(c["stats"].get("val_accuracy")) for c in configs]),
-        row("**test %**", [_mean(c["stats"].get("test_accuracy"), ci=True) for c in configs], list(map(pct, figures))),
-        row("best epoch", [_mean(c["stats"].get("epoch"), 1, 1) for c in configs]),
+        row("val %", [quoted(c["stats"].get("val_accuracy"), ci=False) for c in configs]),
+        row("**test %**", [quoted(c["stats"].get("test_accuracy")) for c in configs], list(map(pct, figures))),
+        row("best epoch", [quoted(c["stats"].get("epoch"), 1, 1, ci=False) for c in configs]),
     ]
     cells = [against_cells(c) for c in configs]
     for i, label in enumerate(("P(above study #rank)", "runs above study #rank", "against study #rank")):

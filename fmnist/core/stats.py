@@ -28,6 +28,26 @@ def interval(values: list[float], level: float = LEVEL) -> dict:
             "high": mean + half if half is not None else None, "level": level, "method": "t"}  # fmt: skip
 
 
+def quoted(s: dict | None, scale: float = 100, digits: int = 2, ci: bool = True) -> str:
+    """A summary as every table quotes it: "mean ± std [low, high] (n=N)" (scale 100: accuracies in %); one value
+    "mean (n=1)"; no summary "-"."""
+    if not s:
+        return "-"
+    if s["std"] is None:
+        return f"{scale * s['mean']:.{digits}f} (n=1)"
+    text = f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    if ci:
+        text += f" [{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}]"
+    return f"{text} (n={s['n']})"
+
+
+def quoted_difference(d: dict) -> str:
+    """A paired difference of accuracies in points: "+x.xx points [+low, +high] (n=N)"."""
+    if d["low"] is None:
+        return f"{100 * d['mean']:+.2f} points (one seed: no interval)"
+    return f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
+
+
 def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
     """b - a over the keys (seeds) both have: the interval of the per-key differences, and the keys used."""
     keys = sorted(set(a) & set(b))

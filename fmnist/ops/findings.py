@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from fmnist.core import runs
-from fmnist.core.stats import interval, paired
+from fmnist.core.stats import interval, paired, quoted, quoted_difference
 from fmnist.core.study import preset
 from fmnist.ops.plots import _pyplot
 from fmnist.ops.seeds import group_runs
@@ -85,10 +85,6 @@ def arms(folder: Path, key: str) -> dict:
     return out
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.2f}"
-
-
 def _diff(a: dict, b: dict) -> dict | None:
     """a - b of validation accuracy, paired by seed; None without common seeds."""
     return paired(b, a) if set(a) & set(b) else None
@@ -97,9 +93,7 @@ def _diff(a: dict, b: dict) -> dict | None:
 def _said(name_a: str, name_b: str, d: dict | None) -> str:
     if d is None:
         return f"{name_a} vs {name_b}: no common seeds"
-    if d["low"] is None:
-        return f"{name_a} − {name_b} {_pts(d['mean'])} points (one seed: no interval)"
-    return f"{name_a} − {name_b} {_pts(d['mean'])} points [{_pts(d['low'])}, {_pts(d['high'])}] (n={d['n']})"
+    return f"{name_a} − {name_b} {quoted_difference(d)}"
 
 
 def _above(d: dict | None) -> bool | None:
@@ -113,13 +107,6 @@ def _all(verdicts: list[bool | None]) -> bool | None:
     return False if False in verdicts else True if all(v is True for v in verdicts) else None
 
 
-def _mean(values: dict) -> str:
-    s = interval(list(values.values()))
-    if s["low"] is None:
-        return f"{100 * s['mean']:.2f} % (n=1)"
-    return f"{100 * s['mean']:.2f} % [{100 * s['low']:.2f}, {100 * s['high']:.2f}] (n={s['n']})"
-
-
 def lr_high(a: dict) -> dict:
     """Holds when no seed learned (each diverged or stayed under CHANCE), fails when every seed learned."""
     runs_, diverged = a["runs"].get(0.1, {}), a["diverged"].get(0.1, [])
@@ -129,7 +116,7 @@ def lr_high(a: dict) -> dict:
     learned = {s: v for s, v in runs_.items() if v >= CHANCE}
     figure = f"lr 0.1: {len(diverged)} of {n} seeds diverged (stopped at chance), {len(learned)} of {n} learned"
     if learned:
-        figure += f" (best validation accuracy {_mean(learned)})"
+        figure += f" (best validation accuracy, %: {quoted(interval(list(learned.values())))})"
     return {
         "verdict": True if not learned else False if len(learned) == n else None,
         "figure": f"{figure}; learned = best validation accuracy ≥ {100 * CHANCE:.0f} %",

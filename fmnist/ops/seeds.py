@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import interval, paired
+from fmnist.core.stats import interval, paired, quoted, quoted_difference
 
 METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "epoch")  # "epoch": the best one
 
@@ -70,31 +70,20 @@ def group_runs(folders: list[Path]) -> dict:
 def markdown(result: dict) -> str:
     """The grouped table (accuracies in %, mean ± std [95 % interval] (n)) and the paired difference."""
 
-    def cell(s: dict, scale: float, digits: int) -> str:
-        if s["std"] is None:
-            return f"{scale * s['mean']:.{digits}f} (n=1)"
-        return (f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f} "
-                f"[{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}] (n={s['n']})")  # fmt: skip
-
     cols = (("val_accuracy", "val %", 100, 2), ("test_accuracy", "test %", 100, 2), ("val_loss", "val loss", 1, 4),
             ("test_loss", "test loss", 1, 4), ("epoch", "best epoch", 1, 1))  # fmt: skip
     lines = [f"| configuration | seeds | {' | '.join(c[1] for c in cols)} |", "|---" * (len(cols) + 2) + "|"]
     for g in result["groups"]:
-        stats = [cell(g["stats"][m], scale, d) if g["stats"] else "—" for m, _, scale, d in cols]
+        stats = [quoted(g["stats"][m], scale, d) if g["stats"] else "—" for m, _, scale, d in cols]
         missing = f" ({len(g['not_completed'])} not completed)" if g["not_completed"] else ""
         lines.append(f"| {g['label']} | {','.join(map(str, g['seeds']))}{missing} | {' | '.join(stats)} |")
     lines.append("")
     lines.append("Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch.")
     if "paired" in result:
         first, second = (g["label"] for g in result["groups"])
-
-        def diff(d: dict) -> str:
-            if d["low"] is None:
-                return f"{100 * d['mean']:+.2f} points (one seed: no interval)"
-            return f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
-
         pair = result["paired"]
         n = len(pair["test_accuracy"]["paired_by"])
         lines.append(f"\nPaired by seed ({n} seeds), {second} minus {first}: test accuracy "
-                     f"{diff(pair['test_accuracy'])}, validation {diff(pair['val_accuracy'])}.")  # fmt: skip
+                     f"{quoted_difference(pair['test_accuracy'])}, validation "
+                     f"{quoted_difference(pair['val_accuracy'])}.")  # fmt: skip
     return "\n".join(lines) + "\n"
