@@ -323,7 +323,8 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
     for d in dirs:
         s = runs.read_summary(d, "prune")
         if "seed" in s:  # written since prune recorded its seed
-            groups.setdefault(json.dumps([s["source_checkpoint"], s["prune"]], sort_keys=True), []).append(s)
+            key = [s["source_checkpoint"], s["prune"], _used(s)]  # fp32 and bf16 fine-tuning: two groups
+            groups.setdefault(json.dumps(key, sort_keys=True), []).append(s)
     rows, seed = [], operator.itemgetter("seed")
     for group in groups.values():
         if len({s["seed"] for s in group}) < 2:
@@ -331,7 +332,8 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
         test = interval([s["after"]["test_accuracy"] for s in group])
         ratios = [s["flops_ratio"] for s in group]
         seeds = ", ".join(str(s["seed"]) for s in sorted(group, key=seed))
-        rows.append(f"| {method_name(group[0]['prune'])} | {seeds} | "
+        used = _used(group[0])
+        rows.append(f"| {method_name(group[0]['prune'])}{'' if used == 'fp32' else f' ({used})'} | {seeds} | "
                     f"{', '.join(sorted({str(widths(s['after']['arch'])) for s in group}))} | "
                     f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {quoted(test)} | "
                     f"{against(test, STUDY['pruned_test_accuracy'])} |")  # fmt: skip
@@ -347,6 +349,11 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
     ])  # fmt: skip
 
 
+def _used(summary: dict) -> str:
+    """The precision a prune run computed in (fp32 for runs from before trainer.precision)."""
+    return (summary.get("precision") or {}).get("used", "fp32")
+
+
 def _cost_pairs(groups: list[list[dict]]) -> list[str]:
     """Latency-aware against FLOPs-aware selection: two groups from one checkpoint whose prune settings differ only
     in prune.cost (the same budget), compared seed by seed: test accuracy's difference with its 95 % t interval, and
@@ -357,7 +364,8 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
             pa, pb = a[0]["prune"], b[0]["prune"]
             same = {k: v for k, v in pa.items() if k != "cost"} == {k: v for k, v in pb.items() if k != "cost"}
             if not (pa.get("cost") == "latency" and pb.get("cost") == "flops" and same
-                    and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]):  # fmt: skip
+                    and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]
+                    and _used(a[0]) == _used(b[0])):  # fmt: skip
                 continue
             by_seed = [{s["seed"]: s["after"]["test_accuracy"] for s in g} for g in (b, a)]
             if not set(by_seed[0]) & set(by_seed[1]):

@@ -11,6 +11,7 @@ from fmnist.core.flops import totals
 from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import FashionCNN, build
 from fmnist.core.study import preset
+from fmnist.ops.seeds import group_runs
 from fmnist.ops.units import remove_units, unit_norms
 from fmnist.prune import prune
 from tests.helpers import compose_cfg, prune_small, run_cli, small_cfg
@@ -84,10 +85,26 @@ def test_zero_tolerance_with_finetune_keeps_only_harmless_steps(tmp_path, traine
     assert summary["after"]["val_accuracy"] >= summary["before"]["val_accuracy"]
 
 
+def test_a_pruned_model_fine_tuned_only_over_seeds(tmp_path, trained):
+    """prune.layers=[] with a final fine-tuning recovers an already pruned model, architecture unchanged; runs that
+    differ only in the seed group like training runs (fmnist.seeds)."""
+    _prune(tmp_path / "pruned", trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    pruned = tmp_path / "pruned" / "pruned.pt"
+    for seed in (0, 1):
+        s = _prune(tmp_path / "tune" / str(seed), pruned, "prune.layers=[]", "prune.final_finetune_epochs=0.5",
+                   "prune.finetune_lr=0.01", f"trainer.seed={seed}")  # fmt: skip
+        assert s["after"]["arch"] == s["before"]["arch"] == checkpoint.load(pruned)["arch"] and s["steps"] == 1
+        assert s["after"]["val_accuracy"] != s["before"]["val_accuracy"]  # the fine-tuning changed the weights
+    (group,) = group_runs([tmp_path / "tune"])["groups"]
+    assert group["kind"] == "prune" and group["seeds"] == [0, 1] and group["config"]["prune.layers"] == []
+    assert set(group["stats"]) == {"val_accuracy", "test_accuracy"} and group["stats"]["test_accuracy"]["n"] == 2
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (["prune.layers=[conv1,fc2]"], r"prune.layers has \['fc2'\]"),
+        (["prune.layers=[]"], "prunes nothing: .*prune.final_finetune_epochs"),
         (["prune.tolerance=1.5"], r"prune.tolerance=1.5 must be a number in \[0, 1\]"),
         (["prune.checkpoint=/nonexistent/best.pt"], "does not exist"),
     ],

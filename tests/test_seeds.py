@@ -97,7 +97,7 @@ def test_runs_grouped_by_all_but_the_seed_and_compared_seed_by_seed(tmp_path):
     _run(tmp_path / "again" / "0", 0, "fp32", 0.5)
     with pytest.raises(UserError, match="repeats seed 0 of the same configuration"):
         group_runs([tmp_path / "fp32", tmp_path / "again"])
-    with pytest.raises(UserError, match="no training run"):
+    with pytest.raises(UserError, match="no training or prune run"):
         group_runs([tmp_path / "empty"])
 
 
@@ -111,7 +111,7 @@ def test_the_command_on_real_runs(tmp_path, capsys):
     assert group["seeds"] == [0, 1] and group["stats"]["test_accuracy"]["n"] == 2
     assert group["stats"]["test_accuracy"]["low"] < group["stats"]["test_accuracy"]["mean"]
     assert "| all runs | 0,1 |" in printed and (tmp_path / "out" / "seeds.md").read_text() in printed
-    with pytest.raises(SystemExit, match="error: .*no training run"):
+    with pytest.raises(SystemExit, match="error: .*no training or prune run"):
         main([str(tmp_path / "nothing")])
     # the same grouping from fmnist.sweep_summary on a folder of plain runs (no Optuna study), written beside them
     sweep_summary([str(tmp_path / "runs")])

@@ -1,5 +1,6 @@
 """Runs that differ only in the seed, grouped: n, mean, std and 95 % interval (fmnist/core/stats.py) of each
-best-validation metric and of the best epoch; two groups that share seeds are also compared seed by seed.
+best-validation metric and of the best epoch; two groups that share seeds are also compared seed by seed. Prune runs
+group the same way (their seed is the fine-tuning's batch order): their final validation and test accuracy.
 
 A group is what determines a run's result: the data split and batch size, the model, the optimizer, max_epochs, the
 precision the run actually computed in (auto may resolve differently on two machines) and the device. Everything
@@ -29,41 +30,66 @@ def group_key(summary: dict) -> dict:
     return key
 
 
+def prune_key(summary: dict) -> dict:
+    """The settings that make two prune runs the same: the checkpoint, the method and the precision."""
+    key = {"checkpoint": summary["source_checkpoint"]}
+    key.update({f"prune.{k}": v for k, v in summary["prune"].items() if k != "checkpoint"})
+    key["precision"] = summary["precision"]["used"]
+    return key
+
+
+def _entry(run_dir: Path, kind: str) -> tuple[dict, int, dict | None]:
+    """(group key, seed, metrics or None where the run did not complete) of one run's summary.json."""
+    summary = runs.read_summary(run_dir, kind)
+    if kind == "prune":
+        if "seed" not in summary:
+            raise UserError(f"{run_dir}/summary.json has no seed (written before prune recorded it): rerun it, "
+                            "or leave its folder out")  # fmt: skip
+        after = summary["after"]
+        return prune_key(summary), summary["seed"], {m: after[m] for m in ("val_accuracy", "test_accuracy")}
+    if "config" not in summary:
+        raise UserError(f"{run_dir}/summary.json has no config (written before fmnist recorded it): "
+                        "rerun it, or leave its folder out")  # fmt: skip
+    done = summary["status"] == "completed" and summary.get("best")
+    metrics = {m: summary["best"][m] for m in METRICS} if done else None
+    return group_key(summary), summary["config"]["trainer"]["seed"], metrics
+
+
 def group_runs(folders: list[Path]) -> dict:
-    """Every training run under `folders`, grouped; groups in the order first met, each with its intervals."""
+    """Every training and prune run under `folders`, grouped; groups in the order first met, each with its
+    intervals."""
     groups: list[dict] = []
     for folder in folders:
-        found = runs.find(folder, "train")
+        found = [(d, kind) for kind in ("train", "prune") for d in runs.find(folder, kind)]
         if not found:
-            raise UserError(f"{folder}: no training run (summary.json of kind train) under it")
-        for run_dir in found:
-            summary = runs.read_summary(run_dir, "train")
-            if "config" not in summary:
-                raise UserError(f"{run_dir}/summary.json has no config (written before fmnist recorded it): "
-                                "rerun it, or leave its folder out")  # fmt: skip
-            key, seed = group_key(summary), summary["config"]["trainer"]["seed"]
+            raise UserError(f"{folder}: no training or prune run (summary.json of kind train or prune) under it")
+        for run_dir, kind in found:
+            key, seed, metrics = _entry(run_dir, kind)
             group = next((g for g in groups if g["config"] == key), None)
             if group is None:
-                groups.append(group := {"config": key, "runs": {}, "not_completed": {}})
+                groups.append(group := {"kind": kind, "config": key, "runs": {}, "not_completed": {}})
             if seed in group["runs"] or seed in group["not_completed"]:
-                first = group["runs"].get(seed) or group["not_completed"][seed]
+                first = (group["runs"].get(seed) or {}).get("run_dir") or group["not_completed"][seed]
                 raise UserError(f"{run_dir} repeats seed {seed} of the same configuration as {first}: leave one out")
-            if summary["status"] == "completed" and summary.get("best"):
-                group["runs"][seed] = {"run_dir": str(run_dir), **{m: summary["best"][m] for m in METRICS}}
-            else:
+            if metrics is None:
                 group["not_completed"][seed] = str(run_dir)
+            else:
+                group["runs"][seed] = {"run_dir": str(run_dir), **metrics}
     for g in groups:
         g["seeds"] = sorted(g["runs"])
-        g["stats"] = {m: interval([r[m] for r in g["runs"].values()]) for m in METRICS} if g["runs"] else {}
-    differs = sorted(k for k in groups[0]["config"] if len({repr(g["config"][k]) for g in groups}) > 1)
+        measured = [m for m in METRICS if g["runs"] and all(m in r for r in g["runs"].values())]
+        g["stats"] = {m: interval([r[m] for r in g["runs"].values()]) for m in measured}
+    keys = list(dict.fromkeys(k for g in groups for k in g["config"]))  # a train and a prune group share few keys
+    differs = sorted(k for k in keys if len({repr(g["config"].get(k)) for g in groups}) > 1)
     for g in groups:
-        g["label"] = " ".join(f"{k}={g['config'][k]}" for k in differs) or "all runs"
+        g["label"] = " ".join(f"{k}={g['config'].get(k)}" for k in differs) or "all runs"
     out = {"groups": groups, "differs": differs, "level": 0.95, "method": "t"}
     if len(groups) == 2 and all(g["runs"] for g in groups):  # the second against the first, seed by seed
         a, b = (g["runs"] for g in groups)
         if set(a) & set(b):
+            common = [m for m in METRICS if m in groups[0]["stats"] and m in groups[1]["stats"]]
             out["paired"] = {m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()})
-                             for m in METRICS}  # fmt: skip
+                             for m in common}  # fmt: skip
     return out
 
 
@@ -74,11 +100,12 @@ def markdown(result: dict) -> str:
             ("test_loss", "test loss", 1, 4), ("epoch", "best epoch", 1, 1))  # fmt: skip
     lines = [f"| configuration | seeds | {' | '.join(c[1] for c in cols)} |", "|---" * (len(cols) + 2) + "|"]
     for g in result["groups"]:
-        stats = [quoted(g["stats"][m], scale, d) if g["stats"] else "—" for m, _, scale, d in cols]
+        stats = [quoted(g["stats"][m], scale, d) if m in g["stats"] else "—" for m, _, scale, d in cols]
         missing = f" ({len(g['not_completed'])} not completed)" if g["not_completed"] else ""
         lines.append(f"| {g['label']} | {','.join(map(str, g['seeds']))}{missing} | {' | '.join(stats)} |")
     lines.append("")
-    lines.append("Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch.")
+    lines.append("Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch "
+                 "(a prune run: its final model).")  # fmt: skip
     if "paired" in result:
         first, second = (g["label"] for g in result["groups"])
         pair = result["paired"]

@@ -27,8 +27,12 @@ COLUMNS = ("step", "layer", "unit", "norm", "conv1_channels", "conv2_channels", 
 
 
 def check_prune(p: DictConfig) -> None:
-    if not isinstance(p.layers, ListConfig | list) or not p.layers:
+    if not isinstance(p.layers, ListConfig | list):
         raise ConfigError(f"prune.layers={p.layers}: give a list of {list(LAYERS)}")
+    # no layers: nothing is removed, only the final fine-tuning runs (recovering an already pruned model)
+    if not p.layers and not p.final_finetune_epochs:
+        raise ConfigError(f"prune.layers=[] prunes nothing: give a list of {list(LAYERS)}, or set "
+                          "prune.final_finetune_epochs to fine-tune the checkpoint only")  # fmt: skip
     unknown = [layer for layer in p.layers if layer not in LAYERS]
     if unknown:
         raise ConfigError(f"prune.layers has {unknown}: prunable layers are {list(LAYERS)} (fc2 is the output layer)")
