@@ -206,9 +206,11 @@ def section_findings(dirs: list[Path], sweep: Path | None, images: list[Path]) -
     found = runs.read_summary(sweep, "sweep") if sweep else {}
     if found.get("importances"):
         ranked = sorted(found["importances"].items(), key=lambda kv: -kv[1])
-        out += [f"From the search itself (`{sweep}`, its completed trials; fANOVA, Optuna's default evaluator): "
-                "how much of the validation accuracy's variance each hyperparameter explains, and every trial's "
-                "validation accuracy against each value.\n", "| hyperparameter | importance |", "|---|---|",
+        target = found.get("importance_target") or "best validation accuracy of the completed trials"
+        n = f", {found['importance_trials']} trials" if found.get("importance_trials") else ""
+        out += [f"From the search itself (`{sweep}`; fANOVA, Optuna's default evaluator, on the {target}{n}): how "
+                "much of the validation accuracy's variance each hyperparameter explains, and every counted "
+                "trial's validation accuracy against each value.\n", "| hyperparameter | importance |", "|---|---|",
                 *[f"| {k} | {v:.3f} |" for k, v in ranked], ""]  # fmt: skip
         for key in ("importance_plot", "slice_plot"):
             if found.get(key) and Path(found[key]).exists():

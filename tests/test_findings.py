@@ -22,6 +22,28 @@ def test_importance_goes_to_the_parameter_that_decides_the_value(tmp_path):
     assert search_findings(optuna.create_study(), tmp_path / "empty") == {}  # nothing to attribute
 
 
+def test_importances_of_a_pruned_search_at_the_deepest_epoch_most_trials_reached(tmp_path):
+    # 20 trials reach epoch 1, 12 reach epoch 3 (where x decides), 2 complete (where y would): ASHA's shape
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    space = {"x": optuna.distributions.FloatDistribution(0, 1),
+             "y": optuna.distributions.CategoricalDistribution(["a", "b"])}  # fmt: skip
+    for i in range(20):
+        trial = study.ask(space)
+        trial.report(0.1, 1)
+        if i < 12:
+            trial.report(trial.params["x"], 3)
+        if i < 2:
+            study.tell(trial, 1.0 if trial.params["y"] == "a" else 0.0)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    found = search_findings(study, tmp_path)
+    assert found["trials"] == 12 and found["target"].startswith("validation accuracy at epoch 3")
+    assert found["importances"]["x"] > 0.9
+    # counting only some trials (a sweep leaves out repeated proposals): fewer than 10, so all 5 must reach the epoch
+    few = search_findings(study, tmp_path / "few", study.trials[:5])
+    assert few["trials"] == 5 and few["target"].startswith("validation accuracy at epoch 3")
+
+
 def _run(folder, seed, val, status="completed", **config):
     cfg = {"data": {"batch_size": 128, "val_size": 5000, "split_seed": 0, "subset": 15000},
            "model": {"conv1_channels": 12, "conv1_kernel": 3, "conv2_channels": 16, "conv2_kernel": 5,

@@ -198,7 +198,8 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         runs.write_json(best_json, sweep_dir / "best.json")
         out["best_json"] = str(sweep_dir / "best.json")
     curves = sweep_curves(rows, sweep_dir / "plots" / "sweep_curves.png", study.study_name)
-    found = search_findings(study, sweep_dir)  # importances.json, plots/importances.png and plots/slice.png
+    counted = [t for t in study.get_trials(deepcopy=False) if DUPLICATE not in t.system_attrs]  # trained trials
+    found = search_findings(study, sweep_dir, counted)  # importances.json, plots/importances.png, plots/slice.png
     runs.write_summary("sweep", {
         "study_name": study.study_name,
         "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
@@ -214,6 +215,8 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         "best_json": out["best_json"],
         "curves": str(curves),
         "importances": found.get("importances", {}),
+        "importance_target": found.get("target"),  # what they attribute, and on how many trials
+        "importance_trials": found.get("trials"),
         "importance_plot": found.get("plot"),
         "slice_plot": found.get("slice_plot"),
     }, sweep_dir)  # fmt: skip
