@@ -61,7 +61,7 @@ def test_data_root_that_is_a_file(tmp_path):
         ("prune.finetune_epochs=-0.5", r"prune.finetune_epochs=-0.5 must be a number in \[0, inf\)"),
         ("prune.criterion=l3", "prune.criterion='l3': use one of l1, l2"),
         ("prune.min_units=0", "prune.min_units=0 must be a whole number >= 1"),
-        ("prune.layers=[]", r"prune.layers=\[\]: give a list of"),
+        ("prune.layers=[]", r"prune.layers=\[\] prunes nothing: give a list of"),
     ],
 )
 def test_bad_prune_values(tmp_path, override, message):
