@@ -28,7 +28,7 @@ from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
 from fmnist.ops.findings import claims
 from fmnist.ops.plots import compare, find_runs, keys, speed_frontier, value_of
-from fmnist.ops.seeds import group_runs
+from fmnist.ops.seeds import group_runs, prune_key, used_precision
 from fmnist.ops.seeds import markdown as seeds_table
 from fmnist.ops.trials import METRICS as SWEEP_METRICS
 from fmnist.ops.trials import STATES, params
@@ -325,8 +325,7 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
     for d in dirs:
         s = runs.read_summary(d, "prune")
         if "seed" in s:  # written since prune recorded its seed
-            key = [s["source_checkpoint"], s["prune"], _used(s)]  # fp32 and bf16 fine-tuning: two groups
-            groups.setdefault(json.dumps(key, sort_keys=True), []).append(s)
+            groups.setdefault(json.dumps(prune_key(s), sort_keys=True), []).append(s)  # as fmnist.seeds groups
     rows, seed = [], operator.itemgetter("seed")
     for group in groups.values():
         if len({s["seed"] for s in group}) < 2:
@@ -334,7 +333,7 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
         test = interval([s["after"]["test_accuracy"] for s in group])
         ratios = [s["flops_ratio"] for s in group]
         seeds = ", ".join(str(s["seed"]) for s in sorted(group, key=seed))
-        used = _used(group[0])
+        used = used_precision(group[0])
         rows.append(f"| {method_name(group[0]['prune'])}{'' if used == 'fp32' else f' ({used})'} | {seeds} | "
                     f"{', '.join(sorted({str(widths(s['after']['arch'])) for s in group}))} | "
                     f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {quoted(test)} | "
@@ -351,11 +350,6 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
     ])  # fmt: skip
 
 
-def _used(summary: dict) -> str:
-    """The precision a prune run computed in (fp32 for runs from before trainer.precision)."""
-    return (summary.get("precision") or {}).get("used", "fp32")
-
-
 def _cost_pairs(groups: list[list[dict]]) -> list[str]:
     """Latency-aware against FLOPs-aware selection: two groups from one checkpoint whose prune settings differ only
     in prune.cost (the same budget), compared seed by seed: test accuracy's difference with its 95 % t interval, and
@@ -367,7 +361,7 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
             same = {k: v for k, v in pa.items() if k != "cost"} == {k: v for k, v in pb.items() if k != "cost"}
             if not (pa.get("cost") == "latency" and pb.get("cost") == "flops" and same
                     and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]
-                    and _used(a[0]) == _used(b[0])):  # fmt: skip
+                    and used_precision(a[0]) == used_precision(b[0])):  # fmt: skip
                 continue
             by_seed = [{s["seed"]: s["after"]["test_accuracy"] for s in g} for g in (b, a)]
             if not set(by_seed[0]) & set(by_seed[1]):

@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.ops.seeds import group_runs, markdown
+from fmnist.ops.seeds import group_runs, markdown, write
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,11 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         result = group_runs(args.folders)
     except UserError as e:
         sys.exit(f"error: {e}")
-    text = markdown(result)
-    if args.out:
-        runs.write_json(result, args.out / "seeds.json")
-        runs.write_text(text, args.out / "seeds.md")
-    print(text)
+    print(write(result, args.out) if args.out else markdown(result))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.ops.seeds import group_runs, markdown
+from fmnist.ops.seeds import group_runs, write
 from fmnist.ops.trials import load_study, summarize
 
 
@@ -28,9 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.storage is None and not (args.sweep_dir / "optuna.db").exists() and runs.find(args.sweep_dir, "train"):
-            result = group_runs([args.sweep_dir])  # a plain multirun: its runs over seeds
-            runs.write_json(result, args.sweep_dir / "seeds.json")
-            print(runs.write_text(markdown(result), args.sweep_dir / "seeds.md").read_text())
+            print(write(group_runs([args.sweep_dir]), args.sweep_dir))  # a plain multirun: its runs over seeds
             return
         out = summarize(args.sweep_dir, load_study(args.sweep_dir, args.storage, args.study))
     except UserError as e:

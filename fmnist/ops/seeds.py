@@ -18,6 +18,12 @@ from fmnist.core.stats import interval, paired, quoted, quoted_difference
 METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "epoch")  # "epoch": the best one
 
 
+def used_precision(summary: dict) -> str:
+    """The precision a run computed in (auto may resolve differently on two machines); fp32 for runs from before
+    trainer.precision."""
+    return (summary.get("precision") or {}).get("used", "fp32")
+
+
 def group_key(summary: dict) -> dict:
     """The settings that make two runs the same configuration (all but the seed and the bookkeeping)."""
     c = summary["config"]
@@ -25,7 +31,7 @@ def group_key(summary: dict) -> dict:
     for group in ("model", "optimizer"):
         key.update({f"{group}.{k}": v for k, v in c[group].items() if not k.startswith("_")})
     key["trainer.max_epochs"] = c["trainer"]["max_epochs"]
-    key["precision"] = (summary.get("precision") or {}).get("used", "fp32")  # runs from before trainer.precision
+    key["precision"] = used_precision(summary)
     key["device"] = summary.get("device")
     return key
 
@@ -34,7 +40,7 @@ def prune_key(summary: dict) -> dict:
     """The settings that make two prune runs the same: the checkpoint, the method and the precision."""
     key = {"checkpoint": summary["source_checkpoint"]}
     key.update({f"prune.{k}": v for k, v in summary["prune"].items() if k != "checkpoint"})
-    key["precision"] = summary["precision"]["used"]
+    key["precision"] = used_precision(summary)
     return key
 
 
@@ -91,6 +97,12 @@ def group_runs(folders: list[Path]) -> dict:
             out["paired"] = {m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()})
                              for m in common}  # fmt: skip
     return out
+
+
+def write(result: dict, out_dir: Path) -> str:
+    """seeds.json and seeds.md into out_dir; the table's text."""
+    runs.write_json(result, out_dir / "seeds.json")
+    return runs.write_text(markdown(result), out_dir / "seeds.md").read_text()
 
 
 def markdown(result: dict) -> str:
