@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test bench bench-liveness lint clean reproduce results pruner-study prune-compare
+.PHONY: setup data train test test-slow bench bench-liveness lint clean reproduce results pruner-study prune-compare
 
 setup: data $(VENV)/.installed
 
@@ -23,8 +23,13 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(PY) -m fmnist.train model=medium $(ARGS)
 
+# the default suite, one worker per core (a module's tests on one worker, so its fixtures are built once)
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -m "not slow" -n auto --dist loadscope $(ARGS)
+
+# the slow end-to-end tests, one at a time: several of them time real worker processes and heartbeats
+test-slow: setup
+	$(PY) -m pytest -m slow $(ARGS)
 
 bench: setup
 	$(PY) -m fmnist.bench_train $(ARGS)

@@ -11,6 +11,7 @@ from tests.helpers import run_cli, small_cfg
 TINY = ("data.subset=2000", "data.val_size=500", "trainer.progress=false")
 
 
+@pytest.mark.slow  # every precision trained and timed beside the plain loop
 def test_each_precision_timed_beside_the_plain_loop(tmp_path):
     proc = run_cli("fmnist.bench_train", *TINY, "trainer.max_epochs=1", "logger=none", "trainer.threads=1",
                    f"trainer.precision_cache={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'b'}")  # fmt: skip

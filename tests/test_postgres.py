@@ -38,6 +38,7 @@ def _configs(trials) -> list[tuple]:
     return sorted(tuple(sorted(t.params.items())) for t in trials)
 
 
+@pytest.mark.slow  # worker processes side by side: timing-sensitive, run alone
 def test_three_workers_share_one_postgres_study(pg, request, tmp_path, data_root):
     url = _db(pg, request)
     cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=6",
@@ -52,6 +53,7 @@ def test_three_workers_share_one_postgres_study(pg, request, tmp_path, data_root
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["workers"] == 3
 
 
+@pytest.mark.slow  # real heartbeats and a grace period: timing-sensitive, run alone
 def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_its_trial_runs_again(
     pg, request, tmp_path, data_root
 ):
@@ -94,6 +96,7 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["workers"] == 2
 
 
+@pytest.mark.slow  # a server stopped under a running worker: timing-sensitive
 def test_the_database_going_away_mid_trial_stops_the_worker_in_one_line_and_a_rerun_resumes(
     pg, request, tmp_path, data_root
 ):

@@ -75,6 +75,7 @@ def test_bad_precision_refused_before_anything_is_written(tmp_path, override, er
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # bf16 training, emulated (and slower) on a CPU without native bf16
 def test_a_bf16_run_learns_repeats_itself_keeps_its_precision_on_resume_and_prunes_in_fp32(tmp_path):
     """One test, so the bf16 epochs (emulated, slow, on a CPU without native bf16) are trained once."""
     a, b = (train(small_cfg(tmp_path / name, "trainer.precision=bf16", *TINY)) for name in ("a", "b"))

@@ -97,6 +97,7 @@ def test_every_trial_failing_fails_the_sweep(tmp_path, data_root):
     assert proc.returncode != 0 and "every trial of study" in proc.stderr and "diverged" in proc.stderr
 
 
+@pytest.mark.slow  # a worker killed mid-trial and its stale trial rerun: timing-sensitive
 def test_killed_sweep_resumes_with_stale_trial_rerun(tmp_path, data_root):
     sweep_dir = tmp_path / "s"
     cmd = sweep_cmd(sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.lr=0.01,0.001", "trainer.max_epochs=3")
@@ -117,6 +118,7 @@ def test_killed_sweep_resumes_with_stale_trial_rerun(tmp_path, data_root):
     assert sorted(r["lr"] for r in rows if r["state"] != "FAIL") == ["0.001", "0.01"]  # both grid points ran
 
 
+@pytest.mark.slow  # worker processes side by side: timing-sensitive, run alone
 def test_two_workers_share_one_study(tmp_path, data_root):
     sweep_dir = tmp_path / "s"
     cmd = sweep_cmd(sweep_dir, "hydra.sweeper.n_trials=4", "optimizer.lr=0.01,0.001", "model.fc1_size=50,100")
