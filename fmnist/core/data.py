@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.datasets import FashionMNIST
-from torchvision.datasets.utils import check_integrity
 
 from fmnist.core.errors import ConfigError, UserError
 
@@ -51,6 +49,10 @@ def _raw_dir(root: Path) -> Path:
 def _stage(root: Path, system_dir: str | None) -> bool:
     """Fill ROOT/FashionMNIST/raw with the four md5-checked uncompressed files, from .gz files found in that
     folder, in ROOT itself or in Debian's folder; False if no complete set of files is anywhere."""
+    # torchvision is imported where the files are read, not at the top: its import pulls in torch._dynamo (~1.8 s),
+    # which a command refused over a bad override never needs
+    from torchvision.datasets.utils import check_integrity
+
     raw = _raw_dir(root)
     present = [name for name in RAW_MD5 if (raw / name).is_file()]
     bad = [name for name in present if not check_integrity(str(raw / name), RAW_MD5[name])]
@@ -83,6 +85,8 @@ def _stage(root: Path, system_dir: str | None) -> bool:
 
 
 def _read(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import FashionMNIST  # here, not at the top: see _stage
+
     try:
         ds = FashionMNIST(str(root), train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError/URLError/struct errors depending on the damage
