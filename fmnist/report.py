@@ -23,7 +23,7 @@ from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import widths
 from fmnist.core.runs import pct
-from fmnist.core.stats import against, interval, paired, quoted, quoted_difference
+from fmnist.core.stats import ACCURACY, against, interval, paired, quoted, quoted_difference
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
 from fmnist.ops.findings import claims
@@ -93,7 +93,7 @@ def section_basic(run_dir: Path | None) -> str:
 def _basic_over_seeds(folder: Path) -> str:
     g = group_runs([folder])["groups"][0]
     train_acc = interval([runs.read_summary(Path(r["run_dir"]), "train")["best"]["train_accuracy"]
-                          for r in g["runs"].values()])  # fmt: skip
+                          for r in g["runs"].values()], bounds=ACCURACY)  # fmt: skip
     test = g["stats"]["test_accuracy"]
     verdict = {"above": "**beats** the study's (the interval's lower end is above it)",
                "inside": "is not distinguishable from the study's (its interval holds it)",
@@ -178,6 +178,11 @@ def section_compare(dirs: list[Path], images: list[Path]) -> str:
     return "\n".join(out)
 
 
+def run_name(d: Path) -> str:
+    """A run folder as tables name it: a multirun's jobs are numbered folders, so `multirun/0`, not `0`."""
+    return f"{d.parent.name}/{d.name}" if d.name.isdigit() else d.name
+
+
 def compare_key(folder: Path) -> tuple[str, list[dict]]:
     """The one factor a comparison multirun varies (`model` for model=small,medium,large), and its runs."""
     found = find_runs(folder)
@@ -250,11 +255,11 @@ def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
             continue
         base = float(rows[0]["predicted_ms"])
         measured = (s.get("measured") or {}).get("speedup")
-        curves.append({"name": f"{d.name}: {method_name(s['prune'])}", "measured": measured,
+        curves.append({"name": f"{run_name(d)}: {method_name(s['prune'])}", "measured": measured,
                        "speedups": [base / float(r["predicted_ms"]) for r in rows],
                        "tests": [float(r["test_accuracy"]) for r in rows]})  # fmt: skip
         eager = (s.get("measured") or {}).get("speedup_by_engine", {}).get("eager")
-        lines.append(f"| `{d.name}` | {method_name(s['prune'])} | {widths(s['after']['arch'])} | "
+        lines.append(f"| `{run_name(d)}` | {method_name(s['prune'])} | {widths(s['after']['arch'])} | "
                      f"{s['flops_ratio']:.2f}x | {base / float(rows[-1]['predicted_ms']):.2f}x | "
                      f"{f'{measured:.2f}x' if measured else 'not benched'} | {f'{eager:.2f}x' if eager else '-'} | "
                      f"{pct(s['after']['test_accuracy'])} |")  # fmt: skip
@@ -294,11 +299,11 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
             + (f", final fine-tune {p['final_finetune_epochs']} epochs" if p.get("final_finetune_epochs") else "")
         )
         arch = widths(a["arch"])
-        out.append(f"| `{d.name}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
+        out.append(f"| `{run_name(d)}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
                    f"{s['flops_ratio']:.2f}x | {pct(a['val_accuracy'])} | {pct(a['test_accuracy'])} |")  # fmt: skip
         for r in runs.read_csv(d / "trajectory.csv"):
             if r["status"] != "reverted":
-                points.append({"run": d.name, "study_flops": int(r["study_flops"]),
+                points.append({"run": run_name(d), "study_flops": int(r["study_flops"]),
                                "test_accuracy": float(r["test_accuracy"]),
                                "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})"})  # fmt: skip
         images.extend(p for p in (d / "prune_accuracy_vs_step.png", d / "prune_accuracy_vs_flops.png") if p.exists())
@@ -307,7 +312,7 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
     for d in dirs:
         for name in ("prune_accuracy_vs_step.png", "prune_accuracy_vs_flops.png"):
             if (d / name).exists():
-                out.append(f"![{d.name} {name}]({d / name})\n")
+                out.append(f"![{run_name(d)} {name}]({d / name})\n")
     out.append(_prune_over_seeds(dirs))
     out += ["### Accuracy-vs-FLOPs frontier of the pruned models\n",
             "Every kept step of every prune run above; a model is on the frontier when no other has both fewer "
@@ -330,7 +335,7 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
     for group in groups.values():
         if len({s["seed"] for s in group}) < 2:
             continue
-        test = interval([s["after"]["test_accuracy"] for s in group])
+        test = interval([s["after"]["test_accuracy"] for s in group], bounds=ACCURACY)
         ratios = [s["flops_ratio"] for s in group]
         seeds = ", ".join(str(s["seed"]) for s in sorted(group, key=seed))
         used = used_precision(group[0])
@@ -373,7 +378,8 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
                 f"{', '.join(map(str, d['paired_by']))}: test accuracy, latency-aware minus FLOPs-aware, "
                 f"{quoted_difference(d)}.\n",
                 "| selection | test (%) | predicted speedup | measured speedup |", "|---|---|---|---|",
-                *[f"| by {g[0]['prune']['cost']} | {quoted(interval([s['after']['test_accuracy'] for s in g]))} | "
+                *[f"| by {g[0]['prune']['cost']} | "
+                  f"{quoted(interval([s['after']['test_accuracy'] for s in g], bounds=ACCURACY))} | "
                   f"{_speedups([s.get('predicted_speedup') for s in g])} | "
                   f"{_speedups([(s.get('measured') or {}).get('speedup') for s in g])} |" for g in (a, b)],
                 "",
@@ -393,6 +399,15 @@ def _ratio_cell(s: dict) -> str:
     return f"{s['mean']:.2f}x [{s['low']:.2f}, {s['high']:.2f}] (n={s['n']})"
 
 
+def _speedup_cell(r: dict, engine: str) -> str:
+    """A bench's speedup ("fastest": each model on its fastest engine) with its 95 % interval over the bench's rounds;
+    the median alone where the bench has no interval (one round, or a bench from before intervals)."""
+    i = (r.get("speedup_interval") or {}).get(engine)
+    if i and i["low"] is not None:
+        return f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n={i['n']})"
+    return f"{r['speedup'] if engine == 'fastest' else r['speedup_by_engine'][engine]:.2f}x"
+
+
 def section_bench(dirs: list[Path]) -> str:
     out = ["## 5. Inference\n",
            "FLOPs per image, the study's formula generalized to any kernels (h1 = 29 - k1, h2 = h1 - k2 + 1):\n",
@@ -401,17 +416,19 @@ def section_bench(dirs: list[Path]) -> str:
     if not dirs:
         return "\n".join(out) + missing("no bench run", "python -m fmnist.bench")
     out += ["Seconds and speedup compare each model on its fastest engine (`bench.engines`); the eager column is "
-            "both models in plain PyTorch, as the study timed them.\n",
+            "both models in plain PyTorch, as the study timed them. Seconds are medians over the bench's rounds; a "
+            "speedup is the geometric mean of the per-round ratios with its 95 % interval (paired by round) and the "
+            "number of rounds.\n",
             "| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | eager speedup "
             "| FLOPs ratio | study | batch, fastest engines | threads | machine |",
             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for d in dirs:
         r = runs.read_summary(d, "bench")
         o, p = r["original"], r["pruned"]
-        eager = f"{r['speedup_by_engine']['eager']:.2f}x" if "eager" in r["speedup_by_engine"] else "not run"
+        eager = _speedup_cell(r, "eager") if "eager" in r["speedup_by_engine"] else "not run"
         engines = f"{o['engine']} / {p['engine']}"
-        out.append(f"| `{d.name}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
-                   f"{p['seconds']:.2f} ({r['images']} images) | {r['speedup']:.2f}x | {eager} | "
+        out.append(f"| `{run_name(d)}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
+                   f"{p['seconds']:.2f} ({r['images']} images) | {_speedup_cell(r, 'fastest')} | {eager} | "
                    f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
                    f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
     return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ import pytest
 from fmnist.core import runs
 from fmnist.ops.training import train
 from fmnist.prune import prune
-from fmnist.report import _prune_over_seeds
+from fmnist.report import _prune_over_seeds, run_name
 from fmnist.report import main as report_main
 from tests.helpers import TINY, run_cli, small_cfg, sweep_cmd
 
@@ -27,7 +27,7 @@ def outputs(tmp_path_factory, data_root):
         prune(small_cfg(root / "prune" / name, f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
                         "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
                         "data.val_size=500", f"trainer.seed={seed}", config_name="prune"))  # fmt: skip
-    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=1", "bench.max_repeats=1",
+    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=2", "bench.max_repeats=2",
             "trainer.threads=1",
             "bench.engines=[eager,onnxruntime]",
             f"hydra.run.dir={root / 'bench' / 'b'}")  # fmt: skip
@@ -69,8 +69,10 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     assert "### Over fine-tuning seeds" in md and "| 1, 42 | (12, 16, 25) | " in md
     assert f"| {100 * sum(tests) / 2:.2f} ± " in md.split("### Over fine-tuning seeds")[1]
     bench = json.loads((outputs / "bench" / "b" / "summary.json").read_text())
-    eager = bench["speedup_by_engine"]["eager"]
-    assert f"| {bench['speedup']:.2f}x | {eager:.2f}x | {bench['flops_ratio']:.2f}x | ~11x |" in md
+    # two rounds: each speedup with its interval over them
+    cell = {e: f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n=2)"
+            for e, i in bench["speedup_interval"].items()}  # fmt: skip
+    assert f"| {cell['fastest']} | {cell['eager']} | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert len(images) == 8  # sweep curves, one comparison, importances, slice, two pruning plots per prune run
@@ -107,3 +109,8 @@ def test_latency_aware_and_flops_aware_selection_compared_seed_by_seed(tmp_path)
     # latency: 88.00, 88.30, 88.60 %: mean 88.30, std 0.30, t(2) = 4.303 -> ±0.75; speedups 5.5, 5.6, 5.7 -> ±0.25
     row = "| by latency | 88.30 ± 0.30 [87.55, 89.05] (n=3) | 6.10x [6.10, 6.10] (n=3) | 5.60x [5.35, 5.85] (n=3) |"
     assert row in md
+
+
+def test_a_multiruns_numbered_jobs_are_named_with_their_multirun(tmp_path):
+    assert run_name(tmp_path / "prune_norm_finetune" / "0") == "prune_norm_finetune/0"  # not a bare, ambiguous "0"
+    assert run_name(tmp_path / "prune" / "p_seed1") == "p_seed1"

@@ -26,6 +26,14 @@ def test_interval_of_known_values():
         interval([])
 
 
+def test_an_accuracy_interval_stops_at_100_percent():
+    free, cut = interval([0.934, 0.991, 1.0, 1.0]), interval([0.934, 0.991, 1.0, 1.0], bounds=(0.0, 1.0))
+    assert free["high"] > 1.0 and cut["high"] == 1.0  # a t interval runs past 100 %; an accuracy's mean cannot
+    assert cut["low"] == free["low"] and cut["mean"] == free["mean"] and cut["std"] == free["std"]
+    low = interval([0.02, 0.40], bounds=(0.0, 1.0))  # n=2: t with one degree of freedom is wide both ways
+    assert low["low"] == 0.0 and low["high"] == 1.0
+
+
 def test_ratio_paired_by_round_of_known_values():
     r = ratio([2.0, 4.4, 3.0], [1.0, 2.0, 1.5])  # per round: 2.0, 2.2, 2.0
     logs = [math.log(2.0), math.log(2.2), math.log(2.0)]

@@ -14,18 +14,25 @@ import statistics
 from scipy import stats
 
 LEVEL = 0.95
+ACCURACY = (0.0, 1.0)  # where an accuracy's mean can lie
 
 
-def interval(values: list[float], level: float = LEVEL) -> dict:
-    """{n, mean, std, low, high, level, method} of `values`; with one value the interval is unknown (None)."""
+def interval(values: list[float], level: float = LEVEL, bounds: tuple[float, float] | None = None) -> dict:
+    """{n, mean, std, low, high, level, method} of `values`; with one value the interval is unknown (None).
+    `bounds`: where the true mean must lie (ACCURACY for accuracies). A t interval knows nothing of them and, with few
+    seeds and a wide spread, runs past 100 %; cut there, it covers the mean as often and says nothing impossible."""
     n = len(values)
     if n == 0:
         raise ValueError("no values to summarize")
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
-    half = stats.t.ppf((1 + level) / 2, n - 1) * std / math.sqrt(n) if n > 1 else None
-    return {"n": n, "mean": mean, "std": std, "low": mean - half if half is not None else None,
-            "high": mean + half if half is not None else None, "level": level, "method": "t"}  # fmt: skip
+    low = high = None
+    if n > 1:
+        half = stats.t.ppf((1 + level) / 2, n - 1) * std / math.sqrt(n)
+        low, high = mean - half, mean + half
+        if bounds:
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "std": std, "low": low, "high": high, "level": level, "method": "t"}
 
 
 def quoted(s: dict | None, scale: float = 100, digits: int = 2, ci: bool = True) -> str:

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from fmnist.core import runs
-from fmnist.core.stats import interval, paired, quoted, quoted_difference
+from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference
 from fmnist.core.study import preset
 from fmnist.ops.plots import _pyplot
 from fmnist.ops.seeds import group_runs
@@ -143,7 +143,7 @@ def lr_high(a: dict) -> dict:
     learned = {s: v for s, v in runs_.items() if v >= CHANCE}
     figure = f"lr 0.1: {len(diverged)} of {n} seeds diverged (stopped at chance), {len(learned)} of {n} learned"
     if learned:
-        figure += f" (best validation accuracy, %: {quoted(interval(list(learned.values())))})"
+        figure += f" (best validation accuracy, %: {quoted(interval(list(learned.values()), bounds=ACCURACY))})"
     return {
         "verdict": True if not learned else False if len(learned) == n else None,
         "figure": f"{figure}; learned = best validation accuracy ≥ {100 * CHANCE:.0f} %",

@@ -9,13 +9,17 @@ else (seed, logger, paths, threads, progress bar) is not part of it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import interval, paired, quoted, quoted_difference
+from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference
 
 METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "epoch")  # "epoch": the best one
+# where each metric's mean can lie: its interval is cut there (fmnist/core/stats.py says why)
+BOUNDS = {"val_accuracy": ACCURACY, "test_accuracy": ACCURACY, "val_loss": (0.0, math.inf),
+          "test_loss": (0.0, math.inf), "epoch": (1.0, math.inf)}  # fmt: skip
 
 
 def used_precision(summary: dict) -> str:
@@ -84,7 +88,7 @@ def group_runs(folders: list[Path]) -> dict:
     for g in groups:
         g["seeds"] = sorted(g["runs"])
         measured = [m for m in METRICS if g["runs"] and all(m in r for r in g["runs"].values())]
-        g["stats"] = {m: interval([r[m] for r in g["runs"].values()]) for m in measured}
+        g["stats"] = {m: interval([r[m] for r in g["runs"].values()], bounds=BOUNDS[m]) for m in measured}
     keys = list(dict.fromkeys(k for g in groups for k in g["config"]))  # a train and a prune group share few keys
     differs = sorted(k for k in keys if len({repr(g["config"].get(k)) for g in groups}) > 1)
     for g in groups:
