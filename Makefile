@@ -101,6 +101,10 @@ results:
 	cp $(REPRO_SWEEP)/importances.json $(RESULTS)/sweep/
 	cp $(REPRO_SWEEP)/plots/*.png $(RESULTS)/sweep/plots/
 	mkdir -p $(RESULTS)/top && cp $(REPRO)/top/finish.md $(REPRO)/top/finish.json $(REPRO)/top/best.json $(RESULTS)/top/
+	@# every group over seeds as a table (seeds.md, seeds.json): the medium model, each comparison, the fine-tuned prunes
+	for d in $(REPRO)/medium_seeds $(REPRO)/compare_* $(REPRO)/prune_norm_finetune; do \
+		$(PY) -m fmnist.seeds $$d --out $(RESULTS)/$$(basename $$d) || exit 1; done
+	mkdir -p $(RESULTS)/bench_norm_finetune && cp $(REPRO)/bench_norm_finetune/summary.json $(RESULTS)/bench_norm_finetune/
 	cp -r $(REPRO)/report/. $(RESULTS)/report/
 
 # The measurement behind the default pruner: an unpruned sweep (conf/experiment/pruner_study.yaml), replayed
