@@ -404,7 +404,7 @@ def _speedup_cell(r: dict, engine: str) -> str:
     the median alone where the bench has no interval (one round, or a bench from before intervals)."""
     i = (r.get("speedup_interval") or {}).get(engine)
     if i and i["low"] is not None:
-        return f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n={i['n']})"
+        return _ratio_cell({**i, "mean": i["ratio"]})
     return f"{r['speedup'] if engine == 'fastest' else r['speedup_by_engine'][engine]:.2f}x"
 
 
