@@ -3,11 +3,12 @@
 
 Finishing a search (--top K): the sweep's K best configurations by validation accuracy, each trained to the sweep's
 full trainer.max_epochs with seeds 0..N-1 (not the sweep's own seed: the pick is not judged on the draw that picked
-it). Only completed trials count: a pruned trial's validation accuracy is from fewer epochs, and the pruner judged
-it worse. Writes DIR/<trial>/seed<S>/ (resumable), DIR/finish.md (the study's layout: parameters as rows, each
-configuration's test accuracy as mean ± std [95 % interval] (n) beside the study's figure, and the probability that
-it is above it), DIR/finish.json and DIR/best.json (the best configuration by mean validation accuracy, its
-best-validation seed's checkpoint: what `fmnist.prune prune.checkpoint=DIR` starts from).
+it). Completed trials rank first: a pruned trial's validation accuracy is from fewer epochs, and the pruner judged
+it worse. Where fewer than K completed (ASHA on a short budget can leave two of forty), pruned trials fill the rest,
+deepest first, and the table says so. Writes DIR/<trial>/seed<S>/ (resumable), DIR/finish.md (the study's layout:
+parameters as rows, each configuration's test accuracy as mean ± std [95 % interval] (n) beside the study's figure,
+and the probability that it is above it), DIR/finish.json and DIR/best.json (the best configuration by mean
+validation accuracy, its best-validation seed's checkpoint: what `fmnist.prune prune.checkpoint=DIR` starts from).
 
 Did pruning lose the best configuration? (without --top) Trains every configuration a sweep tried (its summary.csv)
 to the sweep's full trainer.max_epochs, pruned or not, as plain single runs of `python -m fmnist.train` (no Optuna,
@@ -159,12 +160,26 @@ def markdown(r: dict) -> str:
 
 
 def top(sweep_dir: Path, k: int) -> list[dict]:
-    """The sweep's k best completed trials by validation accuracy at their best epoch (ties: the earlier trial)."""
-    done = [r for r in configurations(sweep_dir) if r["state"] == "COMPLETE" and r["val_accuracy"]]
-    if len(done) < k:
-        raise UserError(f"{sweep_dir} has {len(done)} completed trial(s), fewer than --top {k}: lower --top or let "
-                        "the sweep finish")  # fmt: skip
-    return sorted(done, key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])))[:k]
+    """The sweep's k best distinct configurations: completed trials by validation accuracy at their best epoch
+    (ties: the earlier trial); where fewer than k completed, pruned trials fill the rest, deepest first (most epochs
+    trained, then validation accuracy): the pruner let them run longest, and an accuracy from fewer epochs is not
+    comparable with a completed one, so a pruned trial never ranks above a completed one. A configuration the sweep
+    tried twice counts once (its better trial)."""
+    rows = configurations(sweep_dir)
+    done = sorted((r for r in rows if r["state"] == "COMPLETE" and r["val_accuracy"]),
+                  key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])))  # fmt: skip
+    pruned = sorted((r for r in rows if r["state"] == "PRUNED" and r["val_accuracy"]),
+                    key=lambda r: (-int(r["epochs"]), -float(r["val_accuracy"]), int(r["trial"])))  # fmt: skip
+    picked, seen = [], set()
+    for row in done + pruned:
+        config = tuple(str(row[name]) for name in params())
+        if config not in seen:
+            seen.add(config)
+            picked.append(row)
+    if len(picked) < k:
+        raise UserError(f"{sweep_dir} has {len(picked)} distinct configuration(s) that trained ({len(done)} "
+                        f"completed), fewer than --top {k}: lower --top or run more trials")  # fmt: skip
+    return picked[:k]
 
 
 def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra: list[str] = ()) -> dict:
@@ -190,7 +205,7 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
         figure = STUDY["top3_test_accuracy"][rank - 1] if rank <= len(STUDY["top3_test_accuracy"]) else None
         configs.append({
             "rank": rank, "trial": int(row["trial"]), "config": {name: row[name] for name in params()},
-            "sweep_val": float(row["val_accuracy"]),
+            "sweep_state": row["state"], "sweep_epochs": int(row["epochs"]), "sweep_val": float(row["val_accuracy"]),
             "sweep_test": float(row["test_accuracy"]) if row["test_accuracy"] else None,
             "seeds": g["seeds"], "not_completed": g["not_completed"], "stats": g["stats"], "runs": g["runs"],
             "study_test": figure,
@@ -219,6 +234,12 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
     return result
 
 
+def _state(c: dict) -> str:
+    """How the sweep left the trial: a pruned one says after how many epochs (old finish.json files lack it)."""
+    state = c.get("sweep_state", "COMPLETE")
+    return f"pruned at epoch {c['sweep_epochs']}" if state == "PRUNED" else state.lower()
+
+
 def finish_markdown(r: dict) -> str:
     """The study's layout: parameters as rows, one column per configuration, then the study's three figures."""
     configs, figures = r["configurations"], STUDY["top3_test_accuracy"]
@@ -239,8 +260,9 @@ def finish_markdown(r: dict) -> str:
         f"# The sweep's top {r['top']} retrained with {r['seeds']} seeds each ({r['seconds'] / 60:.1f} min, "
         f"{r['jobs']} at a time; overrides: {' '.join(r['overrides']) or 'none'})",
         "",
-        f"Sweep `{r['sweep']}`: its {r['top']} best completed trials by validation accuracy (pruned trials do not "
-        "count: their accuracy is from fewer epochs), each trained to the end with seeds "
+        f"Sweep `{r['sweep']}`: its {r['top']} best distinct configurations: completed trials by validation "
+        "accuracy, then, where fewer completed, pruned ones deepest first (most epochs, then validation accuracy; "
+        "never above a completed one: their accuracy is from fewer epochs). Each trained to the end with seeds "
         f"0-{r['seeds'] - 1} (not the sweep's own). Accuracies at each run's best-validation epoch, as mean ± std "
         "[95 % t interval] (n); P(above) is the probability that the configuration's mean test accuracy is above "
         "the study's figure (t distribution of the mean); it beats the study only where the interval's lower end "
@@ -252,6 +274,7 @@ def finish_markdown(r: dict) -> str:
     for name in params():
         lines.append(row(name, [str(c["config"][name]) for c in configs]))
     lines += [
+        row("sweep: state", [_state(c) for c in configs]),
         row("sweep: val % (one run)", [pct(c["sweep_val"]) for c in configs]),
         row("sweep: test % (one run)", [pct(c["sweep_test"]) for c in configs]),
         row("val %", [quoted(c["stats"].get("val_accuracy"), ci=False) for c in configs]),

@@ -82,6 +82,7 @@ def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_
     assert first["against_study"] == against(first["stats"]["test_accuracy"], 0.9010)  # two seeds: a wide interval
     table = (out / "finish.md").read_text()
     assert "| **test %** |" in table and "| 90.10 | 90.01 | 89.97 |" in table and "fmnist #1 (trial 1)" in table
+    assert "| sweep: state | complete | complete |" in table  # a pruned trial that filled a place would say so
     # best.json: the best configuration by mean validation accuracy, one of its checkpoints, which prune resolves
     best = json.loads((out / "best.json").read_text())
     means = {c["trial"]: c["stats"]["val_accuracy"]["mean"] for c in result["configurations"]}
@@ -95,9 +96,25 @@ def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_
     assert again["configurations"][1]["stats"]["test_accuracy"]["n"] == 2
 
 
+def test_pruned_trials_fill_the_top_deepest_first_below_every_completed_one_and_a_repeat_counts_once(tmp_path):
+    # ASHA on a short budget completes few trials: the top three then takes the pruned trials that trained longest
+    _sweep_table(tmp_path, [
+        {"trial": 0, "state": "PRUNED", "lr": 0.01, "momentum": 0.99, "epochs": 1, "val_accuracy": 0.95},  # shallowest
+        {"trial": 1, "state": "COMPLETE", "lr": 0.01, "epochs": 2, "val_accuracy": 0.70},
+        {"trial": 2, "state": "PRUNED", "lr": 0.001, "epochs": 4, "val_accuracy": 0.60},
+        {"trial": 3, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.80},
+        {"trial": 4, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.79},  # 3 again
+        {"trial": 5, "state": "DIVERGED", "lr": 0.1, "epochs": 3, "val_accuracy": 0.10},  # never fills a place
+    ])  # fmt: skip
+    assert [int(r["trial"]) for r in top(tmp_path, 3)] == [1, 3, 2]
+    assert [int(r["trial"]) for r in top(tmp_path, 4)] == [1, 3, 2, 0]
+    with pytest.raises(UserError, match=r"4 distinct configuration\(s\) that trained \(1 completed\).*--top 5"):
+        top(tmp_path, 5)
+
+
 def test_finishing_refuses_what_it_cannot_do(tmp_path, capsys):
     _sweep_table(tmp_path, [{"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.7}])
-    with pytest.raises(UserError, match="1 completed trial.*fewer than --top 2"):
+    with pytest.raises(UserError, match=r"1 distinct configuration\(s\) that trained \(1 completed\).*--top 2"):
         top(tmp_path, 2)
     for argv, says in ((["--seeds", "3"], "--seeds needs --top K"), (["--top", "0"], "--top 0: give at least 1"),
                        (["--top", "1", "trainer.seed=3"], "drop the trainer.seed override")):  # fmt: skip
