@@ -75,7 +75,7 @@ reproduce: setup
 	$(CMP) model.weight_init=xavier_normal,xavier_uniform,normal hydra.sweep.dir=$(REPRO)/compare_init
 	$(PY) -m fmnist.prune prune=norm prune.checkpoint=$(REPRO)/top hydra.run.dir=$(REPRO)/prune_norm
 	$(PY) -m fmnist.prune --multirun prune=norm_finetune prune.checkpoint=$(REPRO)/top $(PRUNE_SEEDS) $(SIDE) \
-		prune.target_flops_ratio=$(call repro,prune_flops_ratio) hydra.sweep.dir=$(REPRO)/prune_norm_finetune
+		prune.tolerance=null prune.target_flops_ratio=$(call repro,prune_flops_ratio) hydra.sweep.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune/0 hydra.run.dir=$(REPRO)/bench_norm_finetune
 	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
