@@ -163,8 +163,9 @@ def top(sweep_dir: Path, k: int) -> list[dict]:
     """The sweep's k best distinct configurations: completed trials by validation accuracy at their best epoch
     (ties: the earlier trial); where fewer than k completed, pruned trials fill the rest, deepest first (most epochs
     trained, then validation accuracy): the pruner let them run longest, and an accuracy from fewer epochs is not
-    comparable with a completed one, so a pruned trial never ranks above a completed one. A configuration the sweep
-    tried twice counts once (its better trial)."""
+    comparable with a completed one, so a pruned trial never ranks above a completed one. A configuration listed
+    twice counts once (its better trial): sweeps drop answered repeats from their table (ops/trials.rows_of), but
+    tables written before they did list them."""
     rows = configurations(sweep_dir)
     done = sorted((r for r in rows if r["state"] == "COMPLETE" and r["val_accuracy"]),
                   key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])))  # fmt: skip
@@ -235,9 +236,8 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
 
 
 def _state(c: dict) -> str:
-    """How the sweep left the trial: a pruned one says after how many epochs (old finish.json files lack it)."""
-    state = c.get("sweep_state", "COMPLETE")
-    return f"pruned at epoch {c['sweep_epochs']}" if state == "PRUNED" else state.lower()
+    """How the sweep left the trial: a pruned one says after how many epochs."""
+    return f"pruned at epoch {c['sweep_epochs']}" if c["sweep_state"] == "PRUNED" else c["sweep_state"].lower()
 
 
 def finish_markdown(r: dict) -> str:
