@@ -64,10 +64,12 @@ PRUNE_SEEDS = 'trainer.seed=range($(call repro,prune_seeds))'
 reproduce: setup
 	@# reproduce.workers sweep workers side by side on one storage; each asks Optuna for the next trial
 	$(call workers,$(call repro,workers),experiment=reproduce)
+	@# the top configurations x seeds and the medium model's seeds share the cores: the medium seeds one at a time
+	@# beside the retrain's workers, so no core idles while the last odd run of either finishes alone
+	$(PY) -m fmnist.train --multirun ~hparams_search model=medium 'trainer.seed=range($(call repro,seeds))' \
+		trainer.threads=1 hydra.sweep.dir=$(REPRO)/medium_seeds & medium=$$!; \
 	$(PY) -m fmnist.retrain $(REPRO_SWEEP) --top $(call repro,top) --seeds $(call repro,seeds) --out $(REPRO)/top \
-		--jobs $(call repro,workers) trainer.threads=1
-	$(PY) -m fmnist.train --multirun ~hparams_search model=medium 'trainer.seed=range($(call repro,seeds))' $(SIDE) \
-		hydra.sweep.dir=$(REPRO)/medium_seeds
+		--jobs $(call repro,workers) trainer.threads=1 || { kill $$medium; exit 1; }; wait $$medium
 	$(CMP) optimizer.lr=0.1,0.01,0.001 hydra.sweep.dir=$(REPRO)/compare_lr
 	$(CMP) optimizer.momentum=0.9,0.99 hydra.sweep.dir=$(REPRO)/compare_momentum
 	$(CMP) data.batch_size=64,128,256,512 hydra.sweep.dir=$(REPRO)/compare_batch_size
@@ -75,8 +77,8 @@ reproduce: setup
 	$(CMP) model.weight_init=xavier_normal,xavier_uniform,normal hydra.sweep.dir=$(REPRO)/compare_init
 	$(PY) -m fmnist.prune prune=norm prune.checkpoint=$(REPRO)/top hydra.run.dir=$(REPRO)/prune_norm
 	$(PY) -m fmnist.prune --multirun prune=norm_finetune prune.checkpoint=$(REPRO)/top $(PRUNE_SEEDS) $(SIDE) \
-		prune.tolerance=null prune.target_flops_ratio=$(call repro,prune_flops_ratio) hydra.sweep.dir=$(REPRO)/prune_norm_finetune
-	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm hydra.run.dir=$(REPRO)/bench_norm
+		prune.selection=global prune.tolerance=null prune.target_flops_ratio=$(call repro,prune_flops_ratio) \
+		hydra.sweep.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune/0 hydra.run.dir=$(REPRO)/bench_norm_finetune
 	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
 	$(MAKE) results
