@@ -1,7 +1,8 @@
 """The study's report, rebuilt from this repo's outputs: `python -m fmnist.report [--root outputs] [--out DIR]`.
 
 Finds, under --root (or as named): the newest medium training run, the newest sweep, the one-factor comparison
-multiruns, prune runs and bench runs; writes report.md and a self-contained report.html (images embedded).
+multiruns, prune runs and bench runs; writes report.md (its images copied beside it, under images/) and a
+self-contained report.html (images embedded).
 Every number comes from those files except the study's published figures (`fmnist.study.PUBLISHED`).
 """
 
@@ -12,6 +13,7 @@ import base64
 import json
 import operator
 import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -450,19 +452,45 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
         section_speed(found["prune"], out_dir, images),
         section_bench(found["bench"]),
     ]
-    md = "\n".join(sections)
+    md = _local_images("\n".join(sections), out_dir)
     (out_dir / "report.md").write_text(md)
-    (out_dir / "report.html").write_text(_html(md))
+    (out_dir / "report.html").write_text(_html(md, out_dir))
     return out_dir / "report.md"
 
 
-def _html(md: str) -> str:
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+\.png)\)")
+
+
+def _local_images(md: str, out_dir: Path) -> str:
+    """Each image the report links, copied into out_dir/images and linked relative to report.md: the plots live in
+    the runs' folders under outputs/, which `make results` does not copy (and git does not track), so links to them
+    break wherever the report folder goes."""
+    folder = out_dir / "images"
+    shutil.rmtree(folder, ignore_errors=True)  # only this report's own copies: an older build's must not linger
+    folder.mkdir()
+    names: dict[Path, str] = {}
+
+    def local(match) -> str:
+        src = Path(match.group(2)).resolve()
+        if src.is_relative_to(out_dir.resolve()):  # written into the report folder itself (the speed frontier)
+            return f"![{match.group(1)}]({src.relative_to(out_dir.resolve()).as_posix()})"
+        if not src.exists():
+            return match.group(0)
+        if src not in names:
+            names[src] = f"{len(names):02d}_{src.name}"  # numbered: every run's plots share a few file names
+            shutil.copyfile(src, folder / names[src])
+        return f"![{match.group(1)}](images/{names[src]})"
+
+    return IMAGE.sub(local, md)
+
+
+def _html(md: str, out_dir: Path) -> str:
     def embed(match):
-        path = Path(match.group(2))
+        path = out_dir / match.group(2)
         data = base64.b64encode(path.read_bytes()).decode() if path.exists() else ""
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
-    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, md), extensions=["tables"])
+    body = markdown.markdown(IMAGE.sub(embed, md), extensions=["tables"])
     style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"  # fmt: skip
     return f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist report</title><style>{style}</style>" \

@@ -76,6 +76,9 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert len(images) == 8  # sweep curves, one comparison, importances, slice, two pruning plots per prune run
+    # linked beside report.md, not into outputs/: the folder reads the same wherever it is copied
+    assert all(i.startswith("images/") and (outputs / "report" / i).is_file() for i in images)
+    assert len(set(images)) == len(images) == len(list((outputs / "report" / "images").iterdir()))
     assert html.count("data:image/png;base64,iVBORw0KGgo") == len(images)  # embedded PNGs, not links
     assert "<table>" in html
 
