@@ -12,6 +12,7 @@ from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.flops import totals
 from fmnist.core.machine import keep_heap
 from fmnist.ops.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, table_path
+from fmnist.ops.selection import choose
 from fmnist.ops.units import reachable
 from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
@@ -38,6 +39,20 @@ def test_a_flops_budget_is_met_exactly(tmp_path, trained, selection):
     assert summary["budget"]["met"] and summary["budget"]["stopped"] == "budget met"
     if selection == "layerwise":  # the study's order: conv1 first, to min_units if need be
         assert [r["layer"] for r in rows[1:]] == sorted((r["layer"] for r in rows[1:]), key=["conv1", "conv2"].index)
+
+
+def test_global_selection_counts_a_saving_only_up_to_what_the_budget_needs():
+    # (validation accuracy, FLOPs saved) from a model at 0.870: a conv1 channel saves 7x what four fc1 neurons save
+    # and loses 5x as much, so per FLOP it goes first ...
+    conv1, fc1 = (0.845, 68_000.0), (0.865, 9_700.0)
+    assert choose([conv1, fc1], before=0.870) == 0
+    # ... unless the budget needs only 9 000 more: both reach it, and the one that loses less ends pruning
+    assert choose([conv1, fc1], before=0.870, need=9_000.0) == 1
+    # a step short of the budget still wins when it loses less per FLOP than the one that reaches it
+    assert choose([(0.860, 60_000.0), (0.869, 9_700.0)], before=0.870, need=50_000.0) == 1
+    assert choose([(0.860, 60_000.0), (0.866, 9_700.0)], before=0.870, need=50_000.0) == 0
+    # nothing saves anything: the best accuracy goes
+    assert choose([(0.80, 0.0), (0.85, -1.0)], before=0.870, need=9_000.0) == 1
 
 
 def test_accuracy_running_out_first_is_reported(tmp_path, trained):

@@ -73,6 +73,23 @@ def row(step, layer, unit, norm, model, val, test, status, table=None) -> dict:
             "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
 
 
+def choose(candidates: list[tuple[float, float]], before: float, need: float | None = None) -> int:
+    """Global selection's pick among (validation accuracy, cost saved) candidates: the least accuracy lost per unit
+    of cost saved. A saving counts only up to `need`, what the budget still asks for: a step that overshoots earns
+    nothing for it, so where several reach the budget the one that loses least ends pruning (one conv1 channel at
+    (3, 5, 24) jumped 9.0x -> 12.1x when four fc1 neurons reached 9.3x). A candidate that saves nothing (a slower
+    kernel for fewer channels) goes only when none saves anything."""
+    saving = [i for i, (_, saved) in enumerate(candidates) if saved > 0]
+    if not saving:
+        return max(range(len(candidates)), key=lambda i: candidates[i][0])
+
+    def lost_per_saved(i: int) -> float:
+        val, saved = candidates[i]
+        return (before - val) / (min(saved, need) if need else saved)
+
+    return min(saving, key=lost_per_saved)
+
+
 class Budget:
     """How far to prune: prune.target_flops_ratio (the study's FLOPs formula) and/or prune.target_speedup (predicted
     by the latency table), all met; without either, only the tolerance stops pruning."""
@@ -100,6 +117,15 @@ class Budget:
 
     def speed(self, arch: dict) -> float | None:
         return self.ms0 / self.table.model_ms(arch) if self.table else None
+
+    def cost_target(self, cost: str) -> float | None:
+        """The cost (study FLOPs or predicted ms) a model must get down to for this budget's part on `cost`; None
+        where the budget says nothing about it."""
+        if cost == "flops" and self.flops_ratio:
+            return self.flops0 / self.flops_ratio
+        if cost == "latency" and self.speedup:
+            return self.ms0 / self.speedup
+        return None
 
     def met(self, arch: dict) -> bool:
         return self.given and (not self.flops_ratio or self.flops(arch) >= self.flops_ratio) and \
@@ -186,8 +212,8 @@ class Pruning:
     def global_(self, model) -> tuple[FashionCNN, str]:
         """Beyond the study: at every step, each layer's weakest unit(s) (prune.min_saving: as many as save that
         much) are removed in turn and fine-tuned alike; the candidate that loses the least validation accuracy per
-        unit of cost saved (FLOPs or predicted time) is taken. Stops at the budget, or at the first step beyond the
-        tolerance."""
+        unit of cost saved (FLOPs or predicted time, counted up to what the budget still needs: `choose`) is taken.
+        Stops at the budget, or at the first step beyond the tolerance."""
         before = self.base_val  # the current model's validation accuracy, from its own step
         while not self.budget.met(model.arch):
             state, cost = self.shuffle.get_state(), self.cost(model.arch)
@@ -205,11 +231,10 @@ class Pruning:
                 log.debug("candidate %s %s: val %.4f, saves %.4g", layer, widths(candidate.arch), val, saved)
             if not candidates:
                 return model, "every layer at min_units"
-            saving = [c for c in candidates if c[5] > 0]
-            # a candidate that saves nothing (a slower kernel for fewer channels) goes only when none saves anything
-            layer, units, norms, candidate, val, _, state = (
-                min(saving, key=lambda c: (before - c[4]) / c[5]) if saving else max(candidates, key=lambda c: c[4])
-            )
+            target = self.budget.cost_target(self.p.cost)
+            need = cost - target if target is not None and cost > target else None
+            pick = choose([(c[4], c[5]) for c in candidates], before, need)
+            layer, units, norms, candidate, val, _, state = candidates[pick]
             self.shuffle.set_state(state)
             if not self.record(layer, units, norms, candidate, val, self.scores(candidate)[1]):
                 return model, f"tolerance: the best next step ({layer}) loses more than {self.p.tolerance}"
