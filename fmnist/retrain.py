@@ -226,8 +226,13 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
         "run_dir": run["run_dir"],
         "checkpoint": str((Path(run["run_dir"]) / "checkpoints" / "best.pt").resolve()),
     }  # fmt: skip
+    # a resumed invocation trains only what is missing, so its own time says little: the runs' own times (each
+    # summed over its resumes by train) are the training's cost
+    run_seconds = sum((runs.summary_of(out / r["trial"] / f"seed{s}", "train") or {}).get("wall_seconds") or 0.0
+                      for r, s in tasks)  # fmt: skip
     result = {"sweep": str(sweep_dir), "top": k, "seeds": seeds, "configurations": configs,
-              "best_trial": best["trial"], "seconds": time.perf_counter() - started, "jobs": jobs,
+              "best_trial": best["trial"], "seconds": time.perf_counter() - started, "run_seconds": run_seconds,
+              "runs": len(tasks), "jobs": jobs,
               "overrides": list(extra), "level": 0.95, "method": "t"}  # fmt: skip
     runs.write_json(best_json, out / "best.json")
     runs.write_json(result, out / "finish.json")
@@ -238,6 +243,15 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
 def _state(c: dict) -> str:
     """How the sweep left the trial: a pruned one says after how many epochs."""
     return f"pruned at epoch {c['sweep_epochs']}" if c["sweep_state"] == "PRUNED" else c["sweep_state"].lower()
+
+
+def _time(r: dict) -> str:
+    """The runs' own minutes (summed over their resumes) and this invocation's wall time, which a resumed
+    invocation makes small; a finish.json from before run_seconds has only the latter."""
+    wall = f"{r['seconds'] / 60:.1f} min this invocation, {r['jobs']} at a time"
+    if "run_seconds" not in r:
+        return wall
+    return f"{r['runs']} runs of {r['run_seconds'] / 60:.1f} min in all; {wall}"
 
 
 def finish_markdown(r: dict) -> str:
@@ -257,8 +271,8 @@ def finish_markdown(r: dict) -> str:
 
     head = [f"fmnist #{c['rank']} (trial {c['trial']})" for c in configs] + [f"study #{i + 1}" for i in range(3)]
     lines = [
-        f"# The sweep's top {r['top']} retrained with {r['seeds']} seeds each ({r['seconds'] / 60:.1f} min, "
-        f"{r['jobs']} at a time; overrides: {' '.join(r['overrides']) or 'none'})",
+        f"# The sweep's top {r['top']} retrained with {r['seeds']} seeds each ({_time(r)}; overrides: "
+        f"{' '.join(r['overrides']) or 'none'})",
         "",
         f"Sweep `{r['sweep']}`: its {r['top']} best distinct configurations: completed trials by validation "
         "accuracy, then, where fewer completed, pruned ones deepest first (most epochs, then validation accuracy; "

@@ -94,6 +94,11 @@ def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_
     again = finish(sweep, out, k=2, seeds=2, jobs=1, extra=extra)
     assert (out / "1" / "seed0" / "metrics.csv").stat().st_mtime == kept
     assert again["configurations"][1]["stats"]["test_accuracy"]["n"] == 2
+    # its time: the four runs' own, not only the one this invocation trained
+    own = [runs.read_summary(out / t / f"seed{s}", "train")["wall_seconds"] for t in ("0", "1") for s in (0, 1)]
+    assert again["runs"] == 4 and again["run_seconds"] == pytest.approx(sum(own))
+    assert again["run_seconds"] > again["seconds"] and f"4 runs of {sum(own) / 60:.1f} min in all" in (
+        out / "finish.md").read_text()  # fmt: skip
 
 
 def test_pruned_trials_fill_the_top_deepest_first_below_every_completed_one_and_a_repeat_counts_once(tmp_path):
