@@ -128,7 +128,7 @@ def section_finish(folder: Path | None) -> str:
     return "\n".join(["### The top configurations over seeds\n", f"`{folder}`: {text[0].lstrip('# ')}.", *text[1:]])
 
 
-def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
+def section_sweep(sweep: Path | None, top: int) -> str:
     out = ["## 2. Hyperparameter search\n"]
     if sweep is None:
         return "\n".join(out) + missing("no sweep with best.json", "python -m fmnist.train --multirun")
@@ -148,7 +148,6 @@ def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
         "test accuracy of its top three here.\n"
     )
     if Path(spent.get("curves", "")).exists():
-        images.append(Path(spent["curves"]))
         out.append(f"![sweep curves]({spent['curves']})\n")
     head = ["| | " + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
             + " | " + " | ".join(f"study #{i + 1}" for i in range(3)) + " |"]  # fmt: skip
@@ -162,7 +161,7 @@ def section_sweep(sweep: Path | None, top: int, images: list[Path]) -> str:
     return "\n".join(out + head + lines) + "\n"
 
 
-def section_compare(dirs: list[Path], images: list[Path]) -> str:
+def section_compare(dirs: list[Path]) -> str:
     out = ["## 3. Accuracy vs epoch comparisons\n"]
     if not dirs:
         return "\n".join(out) + missing(
@@ -172,7 +171,6 @@ def section_compare(dirs: list[Path], images: list[Path]) -> str:
     for d in dirs:
         key, found = compare_key(d)
         png = compare(d, key, d / "plots" / f"compare_{key.replace('.', '_')}.png")
-        images.append(png)
         epochs = max(len(r["rows"]) for r in found)
         out.append(f"### `{d.name}`: {key} ({len(found)} runs, {epochs} epochs)\n")
         out.append(f"![{d.name}]({png})\n")
@@ -195,7 +193,7 @@ def compare_key(folder: Path) -> tuple[str, list[dict]]:
     return key, found
 
 
-def section_findings(dirs: list[Path], sweep: Path | None, images: list[Path]) -> str:
+def section_findings(dirs: list[Path], sweep: Path | None) -> str:
     """The study's findings: each judged on the comparisons over seeds; the search's importances beside them."""
     out = ["## 3b. The study's findings, computed\n"]
     judged = claims({compare_key(d)[0]: d for d in dirs})
@@ -221,7 +219,6 @@ def section_findings(dirs: list[Path], sweep: Path | None, images: list[Path]) -
                 *[f"| {k} | {v:.3f} |" for k, v in ranked], ""]  # fmt: skip
         for key in ("importance_plot", "slice_plot"):
             if found.get(key) and Path(found[key]).exists():
-                images.append(Path(found[key]))
                 out.append(f"![{key}]({found[key]})\n")
     return "\n".join(out)
 
@@ -247,7 +244,7 @@ def method_name(p: dict) -> str:
     return name + (f", budget: {' and '.join(budget)}" if budget else "")
 
 
-def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
+def section_speed(dirs: list[Path], out_dir: Path) -> str:
     """Accuracy vs speed of the prune runs that had a latency table: predicted along the way, measured at the end."""
     lines, curves = [], []
     for d in dirs:
@@ -269,7 +266,6 @@ def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
         return ""
     study_ratio = totals(preset("medium"))["study_flops"] / totals(pruned_arch())["study_flops"]
     plot = speed_frontier(curves, (STUDY["speedup"], STUDY["pruned_test_accuracy"]), out_dir / "speed_frontier.png")
-    images.append(plot)
     return "\n".join([
         "### Accuracy vs measured speed\n",
         "Predicted speedups come from the per-layer latency table (`python -m fmnist.latency`), measured ones from "
@@ -283,7 +279,7 @@ def section_speed(dirs: list[Path], out_dir: Path, images: list[Path]) -> str:
     ])  # fmt: skip
 
 
-def section_prune(dirs: list[Path], images: list[Path]) -> str:
+def section_prune(dirs: list[Path]) -> str:
     out = ["## 4. Pruning\n"]
     if not dirs:
         return "\n".join(out) + missing("no prune run", "python -m fmnist.prune")
@@ -308,7 +304,6 @@ def section_prune(dirs: list[Path], images: list[Path]) -> str:
                 points.append({"run": run_name(d), "study_flops": int(r["study_flops"]),
                                "test_accuracy": float(r["test_accuracy"]),
                                "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})"})  # fmt: skip
-        images.extend(p for p in (d / "prune_accuracy_vs_step.png", d / "prune_accuracy_vs_flops.png") if p.exists())
     out.append(f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {medium_flops:,} → {study_flops:,} | "
                f"{medium_flops / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n")  # fmt: skip
     for d in dirs:
@@ -438,18 +433,17 @@ def section_bench(dirs: list[Path]) -> str:
 
 def build(found: dict, out_dir: Path, top: int = 3) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    images: list[Path] = []
     sections = [
         "# Fashion-MNIST CNN study, reproduced\n",
         f"Built by `python -m fmnist.report` on {time.strftime('%Y-%m-%d %H:%M')} from the outputs named in each "
         "section. Study figures are the published reference values; every other number is read from run outputs.\n",
         section_basic(found["basic"]),
-        section_sweep(found["sweep"], top, images),
+        section_sweep(found["sweep"], top),
         section_finish(found.get("finish")),
-        section_compare(found["compare"], images),
-        section_findings(found["compare"], found["sweep"], images),
-        section_prune(found["prune"], images),
-        section_speed(found["prune"], out_dir, images),
+        section_compare(found["compare"]),
+        section_findings(found["compare"], found["sweep"]),
+        section_prune(found["prune"]),
+        section_speed(found["prune"], out_dir),
         section_bench(found["bench"]),
     ]
     md = _local_images("\n".join(sections), out_dir)

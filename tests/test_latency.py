@@ -85,9 +85,10 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
     assert latency_layers and set(latency_layers) == {"conv2"}
     assert _trajectory(tmp_path / "latency")[-1]["predicted_ms"]  # the trajectory carries predicted times
     assert (tmp_path / "latency" / "prune_accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
-    images = []
-    section = section_speed([tmp_path / "latency"], tmp_path, images)  # the report's accuracy-vs-speed frontier
-    assert "global by latency, budget: speedup 1.5x" in section and images == [tmp_path / "speed_frontier.png"]
+    section = section_speed([tmp_path / "latency"], tmp_path)  # the report's accuracy-vs-speed frontier
+    assert "global by latency, budget: speedup 1.5x" in section
+    assert f"![accuracy vs speed]({tmp_path / 'speed_frontier.png'})" in section
+    assert (tmp_path / "speed_frontier.png").read_bytes()[:4] == b"\x89PNG"
     # with FLOPs as the cost, the same model and budget take other layers too
     prune_small(tmp_path / "flops", trained, "prune.selection=global", "prune.cost=flops", "prune.tolerance=null",
                 "prune.target_flops_ratio=1.5")  # fmt: skip
