@@ -70,15 +70,16 @@ def prune(cfg: DictConfig) -> dict:
                 log.warning("budget not met: %s reached %.2fx fewer FLOPs%s; stopped by %s", widths(model.arch),
                             budget.flops(model.arch), f", {budget.speed(model.arch):.2f}x predicted speedup"
                             if table else "", stopped)  # fmt: skip
-            if p.final_finetune_epochs:  # recovery once the architecture is final
-                state.finetune(model, p.final_finetune_epochs)
+            final = None
+            if p.final_finetune_epochs:  # recovery once the architecture is final, its best-validation pass kept
+                final = state.final(model, p.final_finetune_epochs)
                 val, test = state.scores(model)
                 state.rows.append(row(len(state.rows), "final", "", "", model, val, test, "finetuned", table))
-                log.info("final fine-tuning (%s epochs): val %.2f%%  test %.2f%%", p.final_finetune_epochs, 100 * val,
-                         100 * test)  # fmt: skip
+                log.info("final fine-tuning (%s epochs): pass %d of %d kept, val %.2f%%  test %.2f%%",
+                         p.final_finetune_epochs, final["kept"], final["passes"], 100 * val, 100 * test)  # fmt: skip
             summary = _write_outputs(cfg, out_dir, source, ckpt, original, model, state.rows,
                                      time.perf_counter() - started, budget.report(model.arch, stopped),
-                                     precision)  # fmt: skip
+                                     precision, final)  # fmt: skip
             if run:
                 run.summary.update({f"final/{k}": v for k, v in summary["after"].items() if not isinstance(v, dict)})
             return summary
@@ -90,7 +91,8 @@ def prune(cfg: DictConfig) -> dict:
             table.save()
 
 
-def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, budget: dict, precision: dict) -> dict:
+def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, budget: dict, precision: dict,
+                   passes: dict | None = None) -> dict:  # fmt: skip
     runs.write_csv(rows, COLUMNS, out_dir / "trajectory.csv")
     final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
 
@@ -117,6 +119,7 @@ def _write_outputs(cfg, out_dir, source, ckpt, original, model, rows, seconds, b
         "seconds": seconds,
         "precision": precision,  # of evaluation and fine-tuning (trainer.precision)
         "seed": cfg.trainer.seed,  # fine-tuning's batch order (and the latency-aware search's sampling)
+        "final_finetune": passes,  # its passes' validation accuracy and the one kept; None without one
         "prune": OmegaConf.to_container(cfg.prune, resolve=True),
     }
     summary["plots"] = [str(p) for p in pruning_plots(rows, out_dir)]

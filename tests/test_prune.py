@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from fmnist.core import checkpoint
+from fmnist.core.data import load_splits
 from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import FashionCNN, build
 from fmnist.core.study import preset
+from fmnist.ops.loop import evaluate
 from fmnist.ops.seeds import group_runs
 from fmnist.ops.units import remove_units, unit_norms
 from fmnist.prune import prune
@@ -98,6 +100,19 @@ def test_a_pruned_model_fine_tuned_only_over_seeds(tmp_path, trained):
     (group,) = group_runs([tmp_path / "tune"])["groups"]
     assert group["kind"] == "prune" and group["seeds"] == [0, 1] and group["config"]["prune.layers"] == []
     assert set(group["stats"]) == {"val_accuracy", "test_accuracy"} and group["stats"]["test_accuracy"]["n"] == 2
+
+
+def test_the_final_fine_tuning_keeps_its_best_validation_pass(tmp_path, trained):
+    # lr 0.1 moves the model about from pass to pass (here the 4th is best, the 6th worse): the best one is kept
+    s = _prune(tmp_path, trained, "prune.layers=[]", "prune.final_finetune_epochs=6", "prune.finetune_lr=0.1")
+    final = s["final_finetune"]
+    assert final["passes"] == 6 and len(set(final["val_by_pass"])) > 1
+    assert final["kept"] == 1 + final["val_by_pass"].index(max(final["val_by_pass"]))
+    assert s["after"]["val_accuracy"] == max(final["val_by_pass"])
+    cfg = small_cfg(tmp_path / "check", "data.subset=3000", "data.val_size=500", config_name="prune")
+    data = load_splits(cfg.data)
+    model = checkpoint.load_model(tmp_path / "pruned.pt")[0]  # pruned.pt holds the kept pass's weights
+    assert evaluate(model, data.val_x, data.val_y, 500, s["precision"]["used"])[1] == s["after"]["val_accuracy"]
 
 
 @pytest.mark.parametrize(

@@ -82,8 +82,9 @@ def train_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Genera
 
 
 def finetune(model, optimizer_cfg: DictConfig, data, batch_size: int, epochs: float, generator: torch.Generator,
-             lr: float | None = None, precision: str = "fp32") -> None:  # fmt: skip
-    """`epochs` SGD passes over the training split; a fraction trains on that share of it, drawn at random."""
+             lr: float | None = None, precision: str = "fp32", after_pass=None) -> None:  # fmt: skip
+    """`epochs` SGD passes over the training split, one optimizer throughout; a fraction trains on that share of it,
+    drawn at random. `after_pass()`, if given, is called after each pass."""
     optimizer = build_optimizer(optimizer_cfg, model, **({"lr": lr} if lr else {}))
     x, y = data.train_x, data.train_y
     grad_scaler = scaler(precision, x.device)  # one for all passes: it learns its scale as it goes
@@ -91,6 +92,8 @@ def finetune(model, optimizer_cfg: DictConfig, data, batch_size: int, epochs: fl
         idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
         train_epoch(model, optimizer, x[idx], y[idx], batch_size, generator, precision=precision,
                     grad_scaler=grad_scaler)  # fmt: skip
+        if after_pass:
+            after_pass()
         epochs -= 1
 
 
