@@ -155,10 +155,10 @@ class Pruning:
         test = evaluate(m, self.data.test_x, self.data.test_y, self.cfg.trainer.eval_batch_size, self.precision)[1]
         return self.val(m), test
 
-    def finetune(self, m, epochs) -> None:
+    def finetune(self, m, epochs, after_pass=None) -> None:
         if epochs:
             finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle,
-                     self.p.finetune_lr, self.precision)  # fmt: skip
+                     self.p.finetune_lr, self.precision, after_pass)  # fmt: skip
 
     def final(self, m, epochs: float) -> dict:
         """Once the architecture is final: `epochs` passes at finetune_lr with one optimizer, validated after each;
@@ -172,8 +172,7 @@ class Pruning:
             if not best or vals[-1] > best["val"]:
                 best.update(val=vals[-1], kept=len(vals), state=copy.deepcopy(m.state_dict()))
 
-        finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle, self.p.finetune_lr,
-                 self.precision, after_pass=validate)  # fmt: skip
+        self.finetune(m, epochs, after_pass=validate)
         m.load_state_dict(best["state"])
         return {"passes": len(vals), "kept": best["kept"], "val_by_pass": vals}
 
