@@ -1,12 +1,15 @@
-"""fmnist: small CNNs on Fashion-MNIST, in three floors (1 core, 2 ops, 3 stages); a module imports only from its
-own floor or below.
+"""fmnist: small CNNs on Fashion-MNIST, in four floors; a module imports only from its own floor or below, and the
+three concerns of floor 3 never import each other.
 
-    fmnist/core/   foundations: errors, config checks of the shared groups, the model, FLOPs, data, checkpoints, the
-                   run-folder contract, the study's figures, this machine (device, threads, heap)
-    fmnist/ops/    mechanics: the training loop and a whole training run, pruning units and selection, latency
-                   tables, inference engines, the Optuna sweeper and its glue, a sweep's table, plots
-    fmnist/*.py    stages, one per command (`python -m fmnist.train`, `fmnist.prune`, ...); a stage never imports
-                   another stage: what two stages share lives in ops/ or core/
+    fmnist/core/       1  foundations: errors, config checks of the shared groups, the model and its layers, FLOPs,
+                          data, checkpoints, the run-folder contract, the study's figures, this machine, statistics
+    fmnist/training/   2  the epoch loop, evaluation and fine-tuning; a whole training run (`train(cfg)`)
+    fmnist/search/     3  the Optuna sweep loop, its storages, liveness, the plugin glue, a sweep's trial table
+    fmnist/pruning/    3  how a layer loses units, which units go (budgets), latency tables, inference engines
+    fmnist/analysis/   3  runs over seeds, the study's findings and importances, plots
+    fmnist/*.py        4  stages, one per command (`python -m fmnist.train`, `fmnist.prune`, ...); a stage never
+                          imports another: what two stages share moves down a floor
 
-tests/test_layers.py reads every import with `ast` and fails on a circle or an import that goes up a floor.
+tests/test_layers.py reads every import with `ast` and fails on a circle, an import that goes up a floor or one that
+crosses from one concern to another.
 """

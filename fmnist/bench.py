@@ -17,13 +17,13 @@ from fmnist.core.data import normalize, read_raw
 from fmnist.core.errors import one_line_errors
 from fmnist.core.flops import layer_counts, totals
 from fmnist.core.machine import cpu_name, cpu_runtime, heap_kept, resolve_device
-from fmnist.core.model import widths
+from fmnist.core.model import layers, widths
 from fmnist.core.stats import ratio
 from fmnist.core.study import PUBLISHED
-from fmnist.ops.engines import LOW_PRECISION, agreement, check_bench, engine_runner, layer_times, one_pass
-from fmnist.ops.latency import ENGINES as TABLED
-from fmnist.ops.latency import LatencyTable, check_latency, layer_shapes, measure, table_path
-from fmnist.ops.loop import evaluate
+from fmnist.pruning.engines import LOW_PRECISION, agreement, check_bench, engine_runner, layer_times, one_pass
+from fmnist.pruning.latency import ENGINES as TABLED
+from fmnist.pruning.latency import LatencyTable, check_latency, measure, table_path
+from fmnist.training.loop import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,14 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         model, _ = checkpoint.load_model(path)
         model.to(device).eval()
         _, test_acc = evaluate(model, test_x, test_y, cfg.trainer.eval_batch_size)
-        entries[name] = {"checkpoint": str(path.resolve()), "arch": dict(model.arch), **totals(model.arch),
-                         "test_accuracy": test_acc, "layer_ms_per_batch": layer_times(model, x[: b.batch_size]),
-                         "seconds_all": {e: [] for e in engines}}  # fmt: skip
+        entries[name] = {
+            "checkpoint": str(path.resolve()),
+            "arch": dict(model.arch),
+            **totals(model.arch),
+            "test_accuracy": test_acc,
+            "layer_ms_per_batch": layer_times(model, x[: b.batch_size]),
+            "seconds_all": {e: [] for e in engines},
+        }
         with torch.inference_mode():
             reference = model(x[: b.batch_size])
         entries[name]["max_abs_logit_diff"], entries[name]["agreement"] = {}, {}
@@ -76,8 +81,10 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                 logits = torch.as_tensor(runners[name, e](x[: b.batch_size])).to(device)
             diff = (logits - reference).abs().max().item()
             if diff > 1e-3 * max(1.0, reference.abs().max().item()):  # float reordering gives ~1e-5 here
-                raise RuntimeError(f"engine {e} computes other logits than the {name} model (max difference {diff:.3g})"
-                                   ": it would be timed doing something else; drop it from bench.engines")  # fmt: skip
+                raise RuntimeError(
+                    f"engine {e} computes other logits than the {name} model (max difference {diff:.3g})"
+                    ": it would be timed doing something else; drop it from bench.engines"
+                )
             entries[name]["max_abs_logit_diff"][e] = diff
     tabled = _tabled(cfg, b)
     layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
@@ -91,9 +98,8 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
             continue
         rounds += 1
         for (name, e), sums in layer_sums.items():  # the table's method, timed now: each model's layers alone
-            shapes = layer_shapes(entries[name]["arch"]).items()
-            sums.append(sum(measure(layer, shape, e, b.batch_size, tabled[e].repeats, tabled[e].warmup)
-                            for layer, shape in shapes))  # fmt: skip
+            each = layers(entries[name]["arch"])
+            sums.append(sum(measure(layer, e, b.batch_size, tabled[e].repeats, tabled[e].warmup) for layer in each))
         if rounds >= b.repeats:  # enough rounds once every speedup's interval is within ±bench.halfwidth
             intervals = speedup_intervals(entries, engines)
             reached = rounds >= 2 and all(i["halfwidth"] <= b.halfwidth for i in intervals.values())
@@ -105,10 +111,17 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         entry["seconds"] = entry["seconds_by_engine"][entry["engine"]]
         entry["images_per_s"] = len(x) / entry["seconds"]
     if not reached:  # max_repeats >= repeats: the last round computed the intervals over every round
-        wide = {k: f"±{100 * i['halfwidth']:.1f} %" if i["halfwidth"] is not None else "no interval (1 round)"
-                for k, i in intervals.items() if i["halfwidth"] is None or i["halfwidth"] > b.halfwidth}  # fmt: skip
-        log.warning("after %d rounds (bench.max_repeats) these speedups are not within ±%.0f %%: %s", rounds,
-                    100 * b.halfwidth, wide)  # fmt: skip
+        wide = {
+            k: f"±{100 * i['halfwidth']:.1f} %" if i["halfwidth"] is not None else "no interval (1 round)"
+            for k, i in intervals.items()
+            if i["halfwidth"] is None or i["halfwidth"] > b.halfwidth
+        }
+        log.warning(
+            "after %d rounds (bench.max_repeats) these speedups are not within ±%.0f %%: %s",
+            rounds,
+            100 * b.halfwidth,
+            wide,
+        )
     predicted = predict(tabled, entries, layer_sums, b, len(x), intervals)
     orig, pruned = entries["original"], entries["pruned"]
     return {
@@ -141,8 +154,10 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
 def speedup_intervals(entries: dict, engines: list[str]) -> dict:
     """Each engine's speedup, and each model on its fastest engine's ("fastest"), over the rounds timed so far."""
     orig, pruned = entries["original"]["seconds_all"], entries["pruned"]["seconds_all"]
-    fastest = {name: min(engines, key=lambda e, s=entry["seconds_all"]: statistics.median(s[e]))
-               for name, entry in entries.items()}  # fmt: skip
+    fastest = {
+        name: min(engines, key=lambda e, s=entry["seconds_all"]: statistics.median(s[e]))
+        for name, entry in entries.items()
+    }
     out = {e: ratio(orig[e], pruned[e]) for e in engines}
     out["fastest"] = ratio(orig[fastest["original"]], pruned[fastest["pruned"]])
     return out
@@ -159,8 +174,8 @@ def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
 
 
 def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images: int, intervals: dict) -> dict:
-    """Each model's time as this machine's latency tables (fmnist/ops/latency.py) predict it, beside the measured one:
-    how far the sum of per-layer times is from the whole model. The same sum timed in the bench's own rounds
+    """Each model's time as this machine's latency tables (fmnist/pruning/latency.py) predict it, beside the measured
+    one: how far the sum of per-layer times is from the whole model. The same sum timed in the bench's own rounds
     (`now_*`) tells the method's error apart from the machine's drift since the table was built. The predicted
     speedup is judged against the measured one's interval: an error inside it is below what this bench can see."""
     out = {}
@@ -172,16 +187,28 @@ def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images
             seconds = table.model_ms(entry["arch"]) * batches / 1000
             now = statistics.median(layer_sums[name, engine]) * batches / 1000
             measured = entry["seconds_by_engine"][engine]
-            out[engine][name] = {"predicted_s": seconds, "measured_s": measured, "error": seconds / measured - 1,
-                                 "now_s": now, "now_error": now / measured - 1}  # fmt: skip
+            out[engine][name] = {
+                "predicted_s": seconds,
+                "measured_s": measured,
+                "error": seconds / measured - 1,
+                "now_s": now,
+                "now_error": now / measured - 1,
+            }
         measured = intervals[engine]
         speedup = out[engine]["original"]["predicted_s"] / out[engine]["pruned"]["predicted_s"]
         inside = measured["low"] is not None and measured["low"] <= speedup <= measured["high"]
         out[engine]["speedup"] = {
-            "predicted": speedup, "measured": measured["ratio"], "error": speedup / measured["ratio"] - 1,
-            "verdict": "inside" if inside else "no interval" if measured["low"] is None
-            else "above" if speedup > measured["high"] else "below",  # the measured interval
-        }  # fmt: skip
+            "predicted": speedup,
+            "measured": measured["ratio"],
+            "error": speedup / measured["ratio"] - 1,
+            "verdict": "inside"
+            if inside
+            else "no interval"
+            if measured["low"] is None
+            else "above"
+            if speedup > measured["high"]
+            else "below",  # the measured interval
+        }
         out[engine]["table"] = str(table.path)
         if table.measured:
             table.save()
@@ -221,38 +248,57 @@ def summary_text(r: dict) -> str:
         f"{'engine':<14} {'original s':>10} {'pruned s':>9} {'speedup':>8}  per-round ratio, 95 % interval",
     ]
     for e in r["engines"]:
-        lines.append(f"{e:<14} {o['seconds_by_engine'][e]:>10.3f} {p['seconds_by_engine'][e]:>9.3f} "
-                     f"{r['speedup_by_engine'][e]:>7.2f}x  {_interval(r['speedup_interval'][e])}")  # fmt: skip
-    lines.append(f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x "
-                 f"({_interval(r['speedup_interval']['fastest'])})  vs  FLOPs ratio {r['flops_ratio']:.2f}x (study: "
-                 f"~{PUBLISHED['speedup']}x)")  # fmt: skip
+        lines.append(
+            f"{e:<14} {o['seconds_by_engine'][e]:>10.3f} {p['seconds_by_engine'][e]:>9.3f} "
+            f"{r['speedup_by_engine'][e]:>7.2f}x  {_interval(r['speedup_interval'][e])}"
+        )
+    lines.append(
+        f"each on its fastest engine ({o['engine']} / {p['engine']}): speedup {r['speedup']:.2f}x "
+        f"({_interval(r['speedup_interval']['fastest'])})  vs  FLOPs ratio {r['flops_ratio']:.2f}x (study: "
+        f"~{PUBLISHED['speedup']}x)"
+    )
     if not r["interval_reached"]:
-        lines.append(f"not every interval is within ±{100 * r['halfwidth']:.0f} % after {r['rounds']} rounds "
-                     "(bench.max_repeats): these speedups are known only as far as their intervals say")  # fmt: skip
+        lines.append(
+            f"not every interval is within ±{100 * r['halfwidth']:.0f} % after {r['rounds']} rounds "
+            "(bench.max_repeats): these speedups are known only as far as their intervals say"
+        )
     for e in (e for e in r["engines"] if e in o.get("agreement", {})):
         both = (("original", o["agreement"][e]), ("pruned", p["agreement"][e]))
-        lines.append(f"{e} against fp32 on the {r['test_images']} test images (not equality: other arithmetic): "
-                     + ";  ".join(f"{n} argmax agrees on {100 * a['argmax_agreement']:.2f}%, test "
-                                  f"{100 * a['test_accuracy']:.2f}% (fp32 {100 * a['fp32_test_accuracy']:.2f}%)"
-                                  for n, a in both))  # fmt: skip
+        lines.append(
+            f"{e} against fp32 on the {r['test_images']} test images (not equality: other arithmetic): "
+            + ";  ".join(
+                f"{n} argmax agrees on {100 * a['argmax_agreement']:.2f}%, test "
+                f"{100 * a['test_accuracy']:.2f}% (fp32 {100 * a['fp32_test_accuracy']:.2f}%)"
+                for n, a in both
+            )
+        )
     for engine, pred in r.get("predicted", {}).items():
-        lines.append(f"latency table ({engine}) predicts original {pred['original']['predicted_s']:.3f} s "
-                     f"({100 * pred['original']['error']:+.1f} %), pruned {pred['pruned']['predicted_s']:.3f} s "
-                     f"({100 * pred['pruned']['error']:+.1f} %): predicted speedup "
-                     f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x; its layers timed in "
-                     f"these rounds: original {100 * pred['original']['now_error']:+.1f} %, pruned "
-                     f"{100 * pred['pruned']['now_error']:+.1f} %")  # fmt: skip
+        lines.append(
+            f"latency table ({engine}) predicts original {pred['original']['predicted_s']:.3f} s "
+            f"({100 * pred['original']['error']:+.1f} %), pruned {pred['pruned']['predicted_s']:.3f} s "
+            f"({100 * pred['pruned']['error']:+.1f} %): predicted speedup "
+            f"{pred['original']['predicted_s'] / pred['pruned']['predicted_s']:.2f}x; its layers timed in "
+            f"these rounds: original {100 * pred['original']['now_error']:+.1f} %, pruned "
+            f"{100 * pred['pruned']['now_error']:+.1f} %"
+        )
         sp = pred["speedup"]
-        verdicts = {"inside": "inside the measured interval: no error this bench can see",
-                    "above": "above the measured interval", "below": "below the measured interval",
-                    "no interval": "the measured one has no interval (one round)"}  # fmt: skip
-        lines.append(f"latency table ({engine}): predicted speedup {sp['predicted']:.2f}x against measured "
-                     f"{_interval(r['speedup_interval'][engine])}: {100 * sp['error']:+.1f} %, "
-                     f"{verdicts[sp['verdict']]}")  # fmt: skip
+        verdicts = {
+            "inside": "inside the measured interval: no error this bench can see",
+            "above": "above the measured interval",
+            "below": "below the measured interval",
+            "no interval": "the measured one has no interval (one round)",
+        }
+        lines.append(
+            f"latency table ({engine}): predicted speedup {sp['predicted']:.2f}x against measured "
+            f"{_interval(r['speedup_interval'][engine])}: {100 * sp['error']:+.1f} %, "
+            f"{verdicts[sp['verdict']]}"
+        )
     for name, entry in (("original", o), ("pruned", p)):
         counts = layer_counts(entry["arch"])
-        per_layer = " ".join(f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"
-                             for k, ms in entry["layer_ms_per_batch"].items())  # fmt: skip
+        per_layer = " ".join(
+            f"{k} {ms:.1f} ms ({counts[k]['macs'] * r['batch_size'] / ms / 1e6:.1f} GMAC/s)"
+            for k, ms in entry["layer_ms_per_batch"].items()
+        )
         lines.append(f"eager, per batch: {name:<8} {per_layer}")
     return "\n".join(lines)
 

@@ -59,8 +59,14 @@ def bench_conv(cfg: DictConfig) -> list[dict]:
     for c_in in c.in_channels:
         for c_out in c.out_channels:
             macs = c.batch_size * conv_macs(c.side - c.kernel + 1, c_in, c.kernel, c_out)
-            row = {"c_in": c_in, "c_out": c_out, "kernel": c.kernel, "side": c.side, "batch_size": c.batch_size,
-                   "macs": macs}  # fmt: skip
+            row = {
+                "c_in": c_in,
+                "c_out": c_out,
+                "kernel": c.kernel,
+                "side": c.side,
+                "batch_size": c.batch_size,
+                "macs": macs,
+            }
             for layout in c.layouts:
                 ms = time_conv(c_in, c_out, c.kernel, c.side, c.batch_size, layout, c.repeats)
                 row[f"{layout}_ms"], row[f"{layout}_gmacs"] = ms, macs / ms / 1e6
@@ -72,12 +78,16 @@ def bench_conv(cfg: DictConfig) -> list[dict]:
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     rows = bench_conv(cfg)
-    runs.write_json({"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__},
-               Path(cfg.paths.output_dir) / "bench_conv.json")  # fmt: skip
+    runs.write_json(
+        {"rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__},
+        Path(cfg.paths.output_dir) / "bench_conv.json",
+    )
     c = cfg.bench_conv
     layouts = list(c.layouts)
-    print(f"relu(conv{c.kernel}x{c.kernel}) on a batch of {c.batch_size} {c.side}x{c.side} maps, "
-          f"{torch.get_num_threads()} threads, median of {c.repeats}: ms (GMAC/s)")  # fmt: skip
+    print(
+        f"relu(conv{c.kernel}x{c.kernel}) on a batch of {c.batch_size} {c.side}x{c.side} maps, "
+        f"{torch.get_num_threads()} threads, median of {c.repeats}: ms (GMAC/s)"
+    )
     print(f"{'c_in':>4} {'c_out':>5} {'MMAC':>7} " + " ".join(f"{layout:>20}" for layout in layouts))
     for r in rows:
         cells = " ".join(f"{r[f'{lay}_ms']:>9.1f} ({r[f'{lay}_gmacs']:>5.1f})".rjust(20) for lay in layouts)

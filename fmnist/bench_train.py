@@ -22,13 +22,16 @@ from fmnist.core.errors import ConfigError, one_line_errors
 from fmnist.core.machine import cpu_flags, cpu_name, cpu_runtime, heap_kept, resolve_device
 from fmnist.core.precision import NATIVE_BF16, PRECISIONS, autocast, scaler
 from fmnist.core.precision import resolve as resolve_precision
-from fmnist.ops.loop import backward_step, build_model, build_optimizer, step_times
-from fmnist.ops.training import train
+from fmnist.training.loop import backward_step, build_model, build_optimizer, step_times
+from fmnist.training.run import train
 
 log = logging.getLogger(__name__)
 # what bench_train.json gives as a ratio of the first precision's plain-loop epoch
-RATIOS = {"plain_loop": "plain_loop_seconds_per_epoch", "fmnist_train": "fmnist_train_seconds_per_epoch",
-          "fmnist_epoch": "fmnist_epoch_seconds_with_eval"}  # fmt: skip
+RATIOS = {
+    "plain_loop": "plain_loop_seconds_per_epoch",
+    "fmnist_train": "fmnist_train_seconds_per_epoch",
+    "fmnist_epoch": "fmnist_epoch_seconds_with_eval",
+}
 
 
 def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> float:
@@ -52,8 +55,9 @@ def plain_epoch(cfg: DictConfig, x: torch.Tensor, y: torch.Tensor, precision: st
 def check_bench_train(b: DictConfig) -> None:
     precisions = list(b.precisions) if isinstance(b.precisions, ListConfig | list) else None
     if not precisions or any(p not in PRECISIONS[1:] for p in precisions) or len(set(precisions)) < len(precisions):
-        raise ConfigError(f"bench_train.precisions={b.precisions}: give a list of distinct ones of "
-                          f"{', '.join(PRECISIONS[1:])}")  # fmt: skip
+        raise ConfigError(
+            f"bench_train.precisions={b.precisions}: give a list of distinct ones of {', '.join(PRECISIONS[1:])}"
+        )
 
 
 def bench(cfg: DictConfig) -> dict:
@@ -92,8 +96,9 @@ def bench(cfg: DictConfig) -> dict:
         entry["plain_loop_seconds_per_epoch"] = statistics.median(plain[p])
         entry["ratio_train_vs_plain"] = entry["fmnist_train_seconds_per_epoch"] / entry["plain_loop_seconds_per_epoch"]
         entry["vs_first_plain"] = {name: entry[key] / base for name, key in RATIOS.items()}
-    timing = functools.partial(step_times, build_model(cfg.model), cfg.optimizer, cfg.data.batch_size, device,
-                               cfg.trainer.precision_cache)  # fmt: skip
+    timing = functools.partial(
+        step_times, build_model(cfg.model), cfg.optimizer, cfg.data.batch_size, device, cfg.trainer.precision_cache
+    )
     auto = resolve_precision("auto", device, timing=timing)  # what a run here would choose
     return {
         "model": dict(summary["arch"]),
@@ -132,11 +137,15 @@ def main(cfg: DictConfig) -> None:
     ]
     for p, e in result["precisions"].items():
         r = e["vs_first_plain"]
-        lines.append(f"{p:10}{e['plain_loop_seconds_per_epoch']:>10.2f} ({r['plain_loop']:.2f}x)"
-                     f"{e['fmnist_train_seconds_per_epoch']:>18.2f} ({r['fmnist_train']:.2f}x)"
-                     f"{e['fmnist_epoch_seconds_with_eval']:>16.2f} ({r['fmnist_epoch']:.2f}x)")  # fmt: skip
-    lines.append(f"the whole epoch adds val+test evaluation, checkpoints, CSV, {result['logger']}; "
-                 f"trainer.precision=auto picks {result['auto']['used']} here ({result['auto']['why']})")  # fmt: skip
+        lines.append(
+            f"{p:10}{e['plain_loop_seconds_per_epoch']:>10.2f} ({r['plain_loop']:.2f}x)"
+            f"{e['fmnist_train_seconds_per_epoch']:>18.2f} ({r['fmnist_train']:.2f}x)"
+            f"{e['fmnist_epoch_seconds_with_eval']:>16.2f} ({r['fmnist_epoch']:.2f}x)"
+        )
+    lines.append(
+        f"the whole epoch adds val+test evaluation, checkpoints, CSV, {result['logger']}; "
+        f"trainer.precision=auto picks {result['auto']['used']} here ({result['auto']['why']})"
+    )
     print("\n".join(lines))
 
 

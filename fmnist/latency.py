@@ -1,6 +1,6 @@
 """Build this machine's per-layer latency table: `python -m fmnist.latency [latency.engine=eager]
 [prune.checkpoint=PATH]` times every layer shape the configured pruning of the checkpoint can reach (the table
-itself: fmnist/ops/latency.py), so `fmnist.prune prune=latency` finds them measured."""
+itself: fmnist/pruning/latency.py), so `fmnist.prune prune=latency` finds them measured."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from fmnist.core import checkpoint, runs
 from fmnist.core.checks import check
 from fmnist.core.errors import one_line_errors
 from fmnist.core.machine import cpu_runtime
-from fmnist.ops.latency import LatencyTable, check_latency, layer_shapes
-from fmnist.ops.selection import check_prune
-from fmnist.ops.units import reachable
+from fmnist.core.model import layers
+from fmnist.pruning.latency import LatencyTable, check_latency
+from fmnist.pruning.selection import check_prune
+from fmnist.pruning.units import reachable
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +31,23 @@ def build_table(cfg: DictConfig) -> dict:
     model, _ = checkpoint.load_model(runs.resolve_checkpoint(p.checkpoint, Path(cfg.paths.sweeps_dir)))
     started = time.perf_counter()
     archs = reachable(model.arch, p.layers, p.step, p.min_units)
-    shapes = {(layer, shape) for a in archs for layer, shape in layer_shapes(a).items()}
-    for i, (layer, shape) in enumerate(sorted(shapes), 1):
-        table.layer_ms(layer, shape)
+    shapes = {layer.key: layer for a in archs for layer in layers(a)}
+    for i, (_, layer) in enumerate(sorted(shapes.items()), 1):
+        table.layer_ms(layer)
         if i % 100 == 0:
             log.info("%d / %d shapes", i, len(shapes))
     table.save()
     full = table.model_ms(model.arch)
-    log.info("%s: %d shapes (%d measured now, %.0f s); %s predicted %.2f ms per batch of %d", table.path, len(shapes),
-             table.measured, time.perf_counter() - started, model.arch, full, table.meta["batch_size"])  # fmt: skip
+    log.info(
+        "%s: %d shapes (%d measured now, %.0f s); %s predicted %.2f ms per batch of %d",
+        table.path,
+        len(shapes),
+        table.measured,
+        time.perf_counter() - started,
+        model.arch,
+        full,
+        table.meta["batch_size"],
+    )
     return {"table": str(table.path), "shapes": len(shapes), "measured": table.measured, "meta": table.meta}
 
 

@@ -3,7 +3,7 @@
     python -m fmnist.plots compare DIR --by optimizer.lr
 
 DIR is any folder holding runs (a sweep, or a Hydra basic-sweeper multirun); the PNG goes to DIR/plots/
-(the plot itself: fmnist/ops/plots.py).
+(the plot itself: fmnist/analysis/plots.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fmnist.analysis.plots import compare, keys
 from fmnist.core.errors import UserError
-from fmnist.ops.plots import compare, keys
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.study import PUBLISHED
-from fmnist.ops.trials import load_study, rows_of
+from fmnist.search.trials import load_study, rows_of
 
 PRUNER_DIR = Path(__file__).resolve().parent.parent / "conf" / "hydra" / "sweeper" / "pruner"
 PRUNERS = ("asha", "hyperband", "median", "none")
@@ -52,14 +52,17 @@ def curves_of(sweep_dir: Path, metric: str = "val_accuracy") -> list[dict]:
     study = load_study(sweep_dir)
     pruner = study.user_attrs.get("fmnist:pruner", "none")
     if pruner != "none":
-        raise UserError(f"{sweep_dir} was swept with pruner {pruner}: its pruned curves are cut. Replay needs a sweep "
-                        "run with hydra/sweeper/pruner=none")  # fmt: skip
+        raise UserError(
+            f"{sweep_dir} was swept with pruner {pruner}: its pruned curves are cut. Replay needs a sweep "
+            "run with hydra/sweeper/pruner=none"
+        )
     curves = []
     for row in sorted(rows_of(study), key=lambda r: r["trial"]):
         if row["state"] not in ("COMPLETE", "DIVERGED") or not row["epochs"]:
             continue
-        curves.append(_curve(row["trial"], Path(row["run_dir"]), int(row["max_epochs"]), row["state"] == "DIVERGED",
-                             metric))  # fmt: skip
+        curves.append(
+            _curve(row["trial"], Path(row["run_dir"]), int(row["max_epochs"]), row["state"] == "DIVERGED", metric)
+        )
     if len(curves) < 2:
         raise UserError(f"{sweep_dir} has {len(curves)} trial(s) with a curve: a replay needs several")
     return curves
@@ -74,8 +77,11 @@ def _curve(trial: int, run_dir: Path, max_epochs: int, diverged: bool, metric: s
 def _retrained_curves(folder: Path, metric: str) -> list[dict]:
     """The whole curves of `python -m fmnist.retrain`'s runs, in the sweep's trial order."""
     trials = json.loads((folder / "retrain.json").read_text())["trials"]
-    curves = [_curve(t["trial"], folder / str(t["trial"]), int(t["config"]["max_epochs"]), t["status"] == "diverged",
-                     metric) for t in trials if t["status"] in ("completed", "diverged") and t["epochs"]]  # fmt: skip
+    curves = [
+        _curve(t["trial"], folder / str(t["trial"]), int(t["config"]["max_epochs"]), t["status"] == "diverged", metric)
+        for t in trials
+        if t["status"] in ("completed", "diverged") and t["epochs"]
+    ]
     if len(curves) < 2:
         raise UserError(f"{folder} has {len(curves)} retrained run(s) with a curve: a replay needs several")
     return curves
@@ -87,8 +93,9 @@ def replay(curves: list[dict], pruner) -> dict:
     Returns epochs trained per trial, the completed trials ranked by value, and the trial picked (the first)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a fixed name: Hyperband picks a trial's bracket from the study name (an unnamed study gets a random one)
-    study = optuna.create_study(study_name="replay", direction="maximize", pruner=pruner,
-                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    study = optuna.create_study(
+        study_name="replay", direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     epochs, completed = {}, []
     for curve in curves:
         trial, stopped = study.ask(), curve["diverged"]
@@ -143,23 +150,25 @@ def measure(curves: list[dict], pruners=PRUNERS, orders: int = 20, seed: int = 0
         shares = [sum(o["epochs"].values()) / full for o in outs]
         tests = [test_at_best(by_trial[o["picked"]]) if o["picked"] is not None else None for o in outs]
         hits = [meets([by_trial[t] for t in o["ranked"]], target) for o in outs]
-        results.append({
-            "pruner": name,
-            "orders": len(outs),
-            "epochs_share_own_order": shares[0],
-            "epochs_share_mean": statistics.mean(shares),
-            "epochs_share_max": max(shares),
-            "kept_best_share": sum(o["picked"] == unpruned for o in outs) / len(outs),
-            "picked_own_order": outs[0]["picked"],
-            "picked_test_own_order": tests[0],
-            "picked_test_mean": statistics.mean(t for t in tests if t is not None),
-            "picked_test_min": min(t for t in tests if t is not None),
-            "completed_mean": statistics.mean(len(o["ranked"]) for o in outs),
-            "target": target,
-            "pick_meets_share": sum(pick for pick, _ in hits) / len(outs),
-            "top3_meets_share": sum(top for _, top in hits) / len(outs),
-            "both_meet_share": sum(pick and top for pick, top in hits) / len(outs),
-        })  # fmt: skip
+        results.append(
+            {
+                "pruner": name,
+                "orders": len(outs),
+                "epochs_share_own_order": shares[0],
+                "epochs_share_mean": statistics.mean(shares),
+                "epochs_share_max": max(shares),
+                "kept_best_share": sum(o["picked"] == unpruned for o in outs) / len(outs),
+                "picked_own_order": outs[0]["picked"],
+                "picked_test_own_order": tests[0],
+                "picked_test_mean": statistics.mean(t for t in tests if t is not None),
+                "picked_test_min": min(t for t in tests if t is not None),
+                "completed_mean": statistics.mean(len(o["ranked"]) for o in outs),
+                "target": target,
+                "pick_meets_share": sum(pick for pick, _ in hits) / len(outs),
+                "top3_meets_share": sum(top for _, top in hits) / len(outs),
+                "both_meet_share": sum(pick and top for pick, top in hits) / len(outs),
+            }
+        )
     return results
 
 
@@ -196,8 +205,12 @@ def markdown(results: list[dict], curves: list[dict], sweep_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="an unpruned sweep (pruner=none) or a fmnist.retrain folder")
-    parser.add_argument("--pruners", nargs="+", default=list(PRUNERS),
-                        help="names from hydra/sweeper/pruner, each optionally NAME:key=value,...")  # fmt: skip
+    parser.add_argument(
+        "--pruners",
+        nargs="+",
+        default=list(PRUNERS),
+        help="names from hydra/sweeper/pruner, each optionally NAME:key=value,...",
+    )
     parser.add_argument("--orders", type=int, default=20, help="random trial orders besides the sweep's own")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random orders")
     parser.add_argument("--target", type=float, default=0.905, help="test accuracy the pick should reach")

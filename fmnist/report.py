@@ -20,6 +20,10 @@ from pathlib import Path
 
 import markdown
 
+from fmnist.analysis.findings import claims
+from fmnist.analysis.plots import compare, find_runs, keys, speed_frontier, value_of
+from fmnist.analysis.seeds import group_runs, prune_key, used_precision
+from fmnist.analysis.seeds import markdown as seeds_table
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.flops import totals
@@ -28,12 +32,8 @@ from fmnist.core.runs import pct
 from fmnist.core.stats import ACCURACY, against, interval, paired, quoted, quoted_difference
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.core.study import grid_points, preset, pruned_arch
-from fmnist.ops.findings import claims
-from fmnist.ops.plots import compare, find_runs, keys, speed_frontier, value_of
-from fmnist.ops.seeds import group_runs, prune_key, used_precision
-from fmnist.ops.seeds import markdown as seeds_table
-from fmnist.ops.trials import METRICS as SWEEP_METRICS
-from fmnist.ops.trials import STATES, params
+from fmnist.search.trials import METRICS as SWEEP_METRICS
+from fmnist.search.trials import STATES, params
 
 
 def discover(root: Path) -> dict:
@@ -64,9 +64,17 @@ def _configs(folder: Path) -> list[dict]:
         groups = group_runs([folder])["groups"]
     except UserError:  # no finished training run under it yet
         return []
-    return [{"config": g["config"], "model": {k.split(".", 1)[1]: v for k, v in g["config"].items()
-                                              if k.startswith("model.") and k != "model.weight_init"}}
-            for g in groups]  # fmt: skip
+    return [
+        {
+            "config": g["config"],
+            "model": {
+                k.split(".", 1)[1]: v
+                for k, v in g["config"].items()
+                if k.startswith("model.") and k != "model.weight_init"
+            },
+        }
+        for g in groups
+    ]
 
 
 def missing(what: str, how: str) -> str:
@@ -85,21 +93,26 @@ def section_basic(run_dir: Path | None) -> str:
         f"Run `{run_dir}`: {s['epochs_run']} epochs, batch {s['config']['data']['batch_size']}, "
         f"lr {s['config']['optimizer']['lr']}, momentum {s['config']['optimizer']['momentum']}; "
         f"best validation epoch {b['epoch']}.\n",
-        "| | train accuracy (%) | test accuracy (%) |", "|---|---|---|",
+        "| | train accuracy (%) | test accuracy (%) |",
+        "|---|---|---|",
         f"| fmnist (best-validation epoch) | {pct(b['train_accuracy'])} | {pct(b['test_accuracy'])} |",
         f"| study | {pct(STUDY['basic_train_accuracy'])} | {pct(STUDY['basic_test_accuracy'])} |",
-    ]  # fmt: skip
+    ]
     return "\n".join(out) + "\n"
 
 
 def _basic_over_seeds(folder: Path) -> str:
     g = group_runs([folder])["groups"][0]
-    train_acc = interval([runs.read_summary(Path(r["run_dir"]), "train")["best"]["train_accuracy"]
-                          for r in g["runs"].values()], bounds=ACCURACY)  # fmt: skip
+    train_acc = interval(
+        [runs.read_summary(Path(r["run_dir"]), "train")["best"]["train_accuracy"] for r in g["runs"].values()],
+        bounds=ACCURACY,
+    )
     test = g["stats"]["test_accuracy"]
-    verdict = {"above": "**beats** the study's (the interval's lower end is above it)",
-               "inside": "is not distinguishable from the study's (its interval holds it)",
-               "below": "is below the study's (the interval's upper end is under it)"}  # fmt: skip
+    verdict = {
+        "above": "**beats** the study's (the interval's lower end is above it)",
+        "inside": "is not distinguishable from the study's (its interval holds it)",
+        "below": "is below the study's (the interval's upper end is under it)",
+    }
     verdict = verdict[against(test, STUDY["basic_test_accuracy"])]
     return (
         "\n".join(
@@ -122,8 +135,13 @@ def _basic_over_seeds(folder: Path) -> str:
 def section_finish(folder: Path | None) -> str:
     """The sweep's top configurations retrained over seeds (fmnist.retrain --top), its table as written."""
     if folder is None:
-        return missing("no top configurations retrained over seeds",
-                       "python -m fmnist.retrain SWEEP_DIR --top 3 --seeds 5 --out DIR") + "\n"  # fmt: skip
+        return (
+            missing(
+                "no top configurations retrained over seeds",
+                "python -m fmnist.retrain SWEEP_DIR --top 3 --seeds 5 --out DIR",
+            )
+            + "\n"
+        )
     text = (folder / "finish.md").read_text().splitlines()
     return "\n".join(["### The top configurations over seeds\n", f"`{folder}`: {text[0].lstrip('# ')}.", *text[1:]])
 
@@ -149,8 +167,13 @@ def section_sweep(sweep: Path | None, top: int) -> str:
     )
     if Path(spent.get("curves", "")).exists():
         out.append(f"![sweep curves]({spent['curves']})\n")
-    head = ["| | " + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
-            + " | " + " | ".join(f"study #{i + 1}" for i in range(3)) + " |"]  # fmt: skip
+    head = [
+        "| | "
+        + " | ".join(f"fmnist #{i + 1} (trial {r['trial']})" for i, r in enumerate(done))
+        + " | "
+        + " | ".join(f"study #{i + 1}" for i in range(3))
+        + " |"
+    ]
     head.append("|---" * (1 + len(done) + 3) + "|")
     lines = [f"| {name} | " + " | ".join(r[name] for r in done) + " | - | - | - |" for name in params()]
     for name in SWEEP_METRICS[1:]:
@@ -198,25 +221,36 @@ def section_findings(dirs: list[Path], sweep: Path | None) -> str:
     out = ["## 3b. The study's findings, computed\n"]
     judged = claims({compare_key(d)[0]: d for d in dirs})
     if judged:
-        out += ["Each sentence of the study judged on the one-factor runs above: validation accuracy at each run's "
-                "best epoch, differences paired by seed with their 95 % t interval. It **holds** only where the "
-                "interval lies on the sentence's side, **does not hold** where it lies on the other, and is **not "
-                "settled** where it straddles.\n", "| the study found | computed from the runs | verdict |",
-                "|---|---|---|"]  # fmt: skip
+        out += [
+            "Each sentence of the study judged on the one-factor runs above: validation accuracy at each run's "
+            "best epoch, differences paired by seed with their 95 % t interval. It **holds** only where the "
+            "interval lies on the sentence's side, **does not hold** where it lies on the other, and is **not "
+            "settled** where it straddles.\n",
+            "| the study found | computed from the runs | verdict |",
+            "|---|---|---|",
+        ]
         out += [f"| {c['claim']} | {c['figure']} | **{c['verdict']}** |" for c in judged] + [""]
     else:
-        out.append(missing("no one-factor comparison to judge the study's findings on",
-                           "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001 "
-                           "trainer.seed=0,1,2"))  # fmt: skip
+        out.append(
+            missing(
+                "no one-factor comparison to judge the study's findings on",
+                "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001 trainer.seed=0,1,2",
+            )
+        )
     found = runs.read_summary(sweep, "sweep") if sweep else {}
     if found.get("importances"):
         ranked = sorted(found["importances"].items(), key=lambda kv: -kv[1])
         target = found.get("importance_target") or "best validation accuracy of the completed trials"
         n = f", {found['importance_trials']} trials" if found.get("importance_trials") else ""
-        out += [f"From the search itself (`{sweep}`; fANOVA, Optuna's default evaluator, on the {target}{n}): how "
-                "much of the validation accuracy's variance each hyperparameter explains, and every counted "
-                "trial's validation accuracy against each value.\n", "| hyperparameter | importance |", "|---|---|",
-                *[f"| {k} | {v:.3f} |" for k, v in ranked], ""]  # fmt: skip
+        out += [
+            f"From the search itself (`{sweep}`; fANOVA, Optuna's default evaluator, on the {target}{n}): how "
+            "much of the validation accuracy's variance each hyperparameter explains, and every counted "
+            "trial's validation accuracy against each value.\n",
+            "| hyperparameter | importance |",
+            "|---|---|",
+            *[f"| {k} | {v:.3f} |" for k, v in ranked],
+            "",
+        ]
         for key in ("importance_plot", "slice_plot"):
             if found.get(key) and Path(found[key]).exists():
                 out.append(f"![{key}]({found[key]})\n")
@@ -239,8 +273,11 @@ def method_name(p: dict) -> str:
     name = f"norm ({p['criterion']})"
     if p.get("selection") == "global":
         name += f", global by {p['cost']}" + (f", min_saving {p['min_saving']}" if p.get("min_saving") else "")
-    budget = [f"{label} {p[k]}x" for k, label in (("target_flops_ratio", "FLOPs ratio"), ("target_speedup", "speedup"))
-              if p.get(k)]  # fmt: skip
+    budget = [
+        f"{label} {p[k]}x"
+        for k, label in (("target_flops_ratio", "FLOPs ratio"), ("target_speedup", "speedup"))
+        if p.get(k)
+    ]
     return name + (f", budget: {' and '.join(budget)}" if budget else "")
 
 
@@ -254,29 +291,38 @@ def section_speed(dirs: list[Path], out_dir: Path) -> str:
             continue
         base = float(rows[0]["predicted_ms"])
         measured = (s.get("measured") or {}).get("speedup")
-        curves.append({"name": f"{run_name(d)}: {method_name(s['prune'])}", "measured": measured,
-                       "speedups": [base / float(r["predicted_ms"]) for r in rows],
-                       "tests": [float(r["test_accuracy"]) for r in rows]})  # fmt: skip
+        curves.append(
+            {
+                "name": f"{run_name(d)}: {method_name(s['prune'])}",
+                "measured": measured,
+                "speedups": [base / float(r["predicted_ms"]) for r in rows],
+                "tests": [float(r["test_accuracy"]) for r in rows],
+            }
+        )
         eager = (s.get("measured") or {}).get("speedup_by_engine", {}).get("eager")
-        lines.append(f"| `{run_name(d)}` | {method_name(s['prune'])} | {widths(s['after']['arch'])} | "
-                     f"{s['flops_ratio']:.2f}x | {base / float(rows[-1]['predicted_ms']):.2f}x | "
-                     f"{f'{measured:.2f}x' if measured else 'not benched'} | {f'{eager:.2f}x' if eager else '-'} | "
-                     f"{pct(s['after']['test_accuracy'])} |")  # fmt: skip
+        lines.append(
+            f"| `{run_name(d)}` | {method_name(s['prune'])} | {widths(s['after']['arch'])} | "
+            f"{s['flops_ratio']:.2f}x | {base / float(rows[-1]['predicted_ms']):.2f}x | "
+            f"{f'{measured:.2f}x' if measured else 'not benched'} | {f'{eager:.2f}x' if eager else '-'} | "
+            f"{pct(s['after']['test_accuracy'])} |"
+        )
     if not curves:
         return ""
     study_ratio = totals(preset("medium"))["study_flops"] / totals(pruned_arch())["study_flops"]
     plot = speed_frontier(curves, (STUDY["speedup"], STUDY["pruned_test_accuracy"]), out_dir / "speed_frontier.png")
-    return "\n".join([
-        "### Accuracy vs measured speed\n",
-        "Predicted speedups come from the per-layer latency table (`python -m fmnist.latency`), measured ones from "
-        "`fmnist.bench` (each model on its fastest engine; eager: both in plain PyTorch, as the study timed).\n",
-        "| run | method | (c1, c2, f1) | FLOPs ratio | predicted speedup | measured speedup | eager | test (%) |",
-        "|---|---|---|---|---|---|---|---|", *lines,
-        f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {study_ratio:.2f}x | - | ~{STUDY['speedup']}x "
-        "(eager) | - | "
-        f"{pct(STUDY['pruned_test_accuracy'])} |\n",
-        f"![accuracy vs speed]({plot})\n",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "### Accuracy vs measured speed\n",
+            "Predicted speedups come from the per-layer latency table (`python -m fmnist.latency`), measured ones from "
+            "`fmnist.bench` (each model on its fastest engine; eager: both in plain PyTorch, as the study timed).\n",
+            "| run | method | (c1, c2, f1) | FLOPs ratio | predicted speedup | measured speedup | eager | test (%) |",
+            "|---|---|---|---|---|---|---|---|",
+            *lines,
+            f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {study_ratio:.2f}x | - "
+            f"| ~{STUDY['speedup']}x (eager) | - | {pct(STUDY['pruned_test_accuracy'])} |\n",
+            f"![accuracy vs speed]({plot})\n",
+        ]
+    )
 
 
 def section_prune(dirs: list[Path]) -> str:
@@ -284,8 +330,10 @@ def section_prune(dirs: list[Path]) -> str:
     if not dirs:
         return "\n".join(out) + missing("no prune run", "python -m fmnist.prune")
     medium_flops, study_flops = totals(preset("medium"))["study_flops"], totals(pruned_arch())["study_flops"]
-    out += ["| run | method | (c1, c2, f1) | FLOPs before → after | FLOPs ratio | val (%) | test (%) |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += [
+        "| run | method | (c1, c2, f1) | FLOPs before → after | FLOPs ratio | val (%) | test (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     points = []
     for d in dirs:
         s = runs.read_summary(d, "prune")
@@ -297,24 +345,36 @@ def section_prune(dirs: list[Path]) -> str:
             + (f", final fine-tune {p['final_finetune_epochs']} epochs" if p.get("final_finetune_epochs") else "")
         )
         arch = widths(a["arch"])
-        out.append(f"| `{run_name(d)}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
-                   f"{s['flops_ratio']:.2f}x | {pct(a['val_accuracy'])} | {pct(a['test_accuracy'])} |")  # fmt: skip
+        out.append(
+            f"| `{run_name(d)}` | {method} | {arch} | {b['study_flops']:,} → {a['study_flops']:,} | "
+            f"{s['flops_ratio']:.2f}x | {pct(a['val_accuracy'])} | {pct(a['test_accuracy'])} |"
+        )
         for r in runs.read_csv(d / "trajectory.csv"):
             if r["status"] != "reverted":
-                points.append({"run": run_name(d), "study_flops": int(r["study_flops"]),
-                               "test_accuracy": float(r["test_accuracy"]),
-                               "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})"})  # fmt: skip
-    out.append(f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {medium_flops:,} → {study_flops:,} | "
-               f"{medium_flops / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n")  # fmt: skip
+                points.append(
+                    {
+                        "run": run_name(d),
+                        "study_flops": int(r["study_flops"]),
+                        "test_accuracy": float(r["test_accuracy"]),
+                        "arch": f"({r['conv1_channels']}, {r['conv2_channels']}, {r['fc1_size']})",
+                    }
+                )
+    out.append(
+        f"| study | norm, no fine-tuning | {STUDY['pruned_widths']} | {medium_flops:,} → {study_flops:,} | "
+        f"{medium_flops / study_flops:.2f}x | - | {pct(STUDY['pruned_test_accuracy'])} |\n"
+    )
     for d in dirs:
         for name in ("prune_accuracy_vs_step.png", "prune_accuracy_vs_flops.png"):
             if (d / name).exists():
                 out.append(f"![{run_name(d)} {name}]({d / name})\n")
     out.append(_prune_over_seeds(dirs))
-    out += ["### Accuracy-vs-FLOPs frontier of the pruned models\n",
-            "Every kept step of every prune run above; a model is on the frontier when no other has both fewer "
-            "FLOPs and higher test accuracy.\n", "| FLOPs/img | (c1, c2, f1) | test (%) | run |",
-            "|---|---|---|---|"]  # fmt: skip
+    out += [
+        "### Accuracy-vs-FLOPs frontier of the pruned models\n",
+        "Every kept step of every prune run above; a model is on the frontier when no other has both fewer "
+        "FLOPs and higher test accuracy.\n",
+        "| FLOPs/img | (c1, c2, f1) | test (%) | run |",
+        "|---|---|---|---|",
+    ]
     for p in _frontier(points):
         out.append(f"| {p['study_flops']:,} | {p['arch']} | {pct(p['test_accuracy'])} | `{p['run']}` |")
     return "\n".join(out) + "\n"
@@ -336,20 +396,27 @@ def _prune_over_seeds(dirs: list[Path]) -> str:
         ratios = [s["flops_ratio"] for s in group]
         seeds = ", ".join(str(s["seed"]) for s in sorted(group, key=seed))
         used = used_precision(group[0])
-        rows.append(f"| {method_name(group[0]['prune'])}{'' if used == 'fp32' else f' ({used})'} | {seeds} | "
-                    f"{', '.join(sorted({str(widths(s['after']['arch'])) for s in group}))} | "
-                    f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {quoted(test)} | "
-                    f"{against(test, STUDY['pruned_test_accuracy'])} |")  # fmt: skip
+        rows.append(
+            f"| {method_name(group[0]['prune'])}{'' if used == 'fp32' else f' ({used})'} | {seeds} | "
+            f"{', '.join(sorted({str(widths(s['after']['arch'])) for s in group}))} | "
+            f"{statistics.fmean(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {quoted(test)} | "
+            f"{against(test, STUDY['pruned_test_accuracy'])} |"
+        )
     if not rows:
         return ""
-    return "\n".join([
-        "### Over fine-tuning seeds\n",
-        "Prune runs of one method from one checkpoint that differ only in `trainer.seed` (the fine-tuning's batch "
-        "order): test accuracy as mean ± std [95 % t interval] (n), against the study's 87.62 % (above only where "
-        "the interval's lower end is above it).\n",
-        "| method | seeds | (c1, c2, f1) | FLOPs ratio, mean (range) | test (%) | against the study's |",
-        "|---|---|---|---|---|---|", *rows, "", *_cost_pairs(list(groups.values())),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "### Over fine-tuning seeds\n",
+            "Prune runs of one method from one checkpoint that differ only in `trainer.seed` (the fine-tuning's batch "
+            "order): test accuracy as mean ± std [95 % t interval] (n), against the study's 87.62 % (above only where "
+            "the interval's lower end is above it).\n",
+            "| method | seeds | (c1, c2, f1) | FLOPs ratio, mean (range) | test (%) | against the study's |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *_cost_pairs(list(groups.values())),
+        ]
+    )
 
 
 def _cost_pairs(groups: list[list[dict]]) -> list[str]:
@@ -361,9 +428,13 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
         for b in groups:
             pa, pb = a[0]["prune"], b[0]["prune"]
             same = {k: v for k, v in pa.items() if k != "cost"} == {k: v for k, v in pb.items() if k != "cost"}
-            if not (pa.get("cost") == "latency" and pb.get("cost") == "flops" and same
-                    and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]
-                    and used_precision(a[0]) == used_precision(b[0])):  # fmt: skip
+            if not (
+                pa.get("cost") == "latency"
+                and pb.get("cost") == "flops"
+                and same
+                and a[0]["source_checkpoint"] == b[0]["source_checkpoint"]
+                and used_precision(a[0]) == used_precision(b[0])
+            ):
                 continue
             by_seed = [{s["seed"]: s["after"]["test_accuracy"] for s in g} for g in (b, a)]
             if not set(by_seed[0]) & set(by_seed[1]):
@@ -374,13 +445,17 @@ def _cost_pairs(groups: list[list[dict]]) -> list[str]:
                 f"The same budget ({method_name(pa).split('budget: ')[-1]}), the same checkpoint and seeds "
                 f"{', '.join(map(str, d['paired_by']))}: test accuracy, latency-aware minus FLOPs-aware, "
                 f"{quoted_difference(d)}.\n",
-                "| selection | test (%) | predicted speedup | measured speedup |", "|---|---|---|---|",
-                *[f"| by {g[0]['prune']['cost']} | "
-                  f"{quoted(interval([s['after']['test_accuracy'] for s in g], bounds=ACCURACY))} | "
-                  f"{_speedups([s.get('predicted_speedup') for s in g])} | "
-                  f"{_speedups([(s.get('measured') or {}).get('speedup') for s in g])} |" for g in (a, b)],
+                "| selection | test (%) | predicted speedup | measured speedup |",
+                "|---|---|---|---|",
+                *[
+                    f"| by {g[0]['prune']['cost']} | "
+                    f"{quoted(interval([s['after']['test_accuracy'] for s in g], bounds=ACCURACY))} | "
+                    f"{_speedups([s.get('predicted_speedup') for s in g])} | "
+                    f"{_speedups([(s.get('measured') or {}).get('speedup') for s in g])} |"
+                    for g in (a, b)
+                ],
                 "",
-            ]  # fmt: skip
+            ]
     return lines
 
 
@@ -406,28 +481,34 @@ def _speedup_cell(r: dict, engine: str) -> str:
 
 
 def section_bench(dirs: list[Path]) -> str:
-    out = ["## 5. Inference\n",
-           "FLOPs per image, the study's formula generalized to any kernels (h1 = 29 - k1, h2 = h1 - k2 + 1):\n",
-           "`conv1 h1·h1·(1·k1·k1)·c1 + 2·c1·h1·h1 + conv2 h2·h2·(c1·k2·k2)·c2 + 2·c2·h2·h2 + fc1 f1·(h2·h2·c2) + 2·f1 "
-           "+ fc2 f1·10` (multiply-adds counted once; bias and ReLU once each).\n"]  # fmt: skip
+    out = [
+        "## 5. Inference\n",
+        "FLOPs per image, the study's formula generalized to any kernels (h1 = 29 - k1, h2 = h1 - k2 + 1):\n",
+        "`conv1 h1·h1·(1·k1·k1)·c1 + 2·c1·h1·h1 + conv2 h2·h2·(c1·k2·k2)·c2 + 2·c2·h2·h2 + fc1 f1·(h2·h2·c2) + 2·f1 "
+        "+ fc2 f1·10` (multiply-adds counted once; bias and ReLU once each).\n",
+    ]
     if not dirs:
         return "\n".join(out) + missing("no bench run", "python -m fmnist.bench")
-    out += ["Seconds and speedup compare each model on its fastest engine (`bench.engines`); the eager column is "
-            "both models in plain PyTorch, as the study timed them. Seconds are medians over the bench's rounds; a "
-            "speedup is the geometric mean of the per-round ratios with its 95 % interval (paired by round) and the "
-            "number of rounds.\n",
-            "| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | eager speedup "
-            "| FLOPs ratio | study | batch, fastest engines | threads | machine |",
-            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += [
+        "Seconds and speedup compare each model on its fastest engine (`bench.engines`); the eager column is "
+        "both models in plain PyTorch, as the study timed them. Seconds are medians over the bench's rounds; a "
+        "speedup is the geometric mean of the per-round ratios with its 95 % interval (paired by round) and the "
+        "number of rounds.\n",
+        "| bench | original → pruned (c1, c2, f1) | seconds over the images | speedup | eager speedup "
+        "| FLOPs ratio | study | batch, fastest engines | threads | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in dirs:
         r = runs.read_summary(d, "bench")
         o, p = r["original"], r["pruned"]
         eager = _speedup_cell(r, "eager") if "eager" in r["speedup_by_engine"] else "not run"
         engines = f"{o['engine']} / {p['engine']}"
-        out.append(f"| `{run_name(d)}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
-                   f"{p['seconds']:.2f} ({r['images']} images) | {_speedup_cell(r, 'fastest')} | {eager} | "
-                   f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
-                   f"{r['cpu']}, {r['device']}, torch {r['torch']} |")  # fmt: skip
+        out.append(
+            f"| `{run_name(d)}` | {widths(o['arch'])} → {widths(p['arch'])} | {o['seconds']:.2f} → "
+            f"{p['seconds']:.2f} ({r['images']} images) | {_speedup_cell(r, 'fastest')} | {eager} | "
+            f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
+            f"{r['cpu']}, {r['device']}, torch {r['torch']} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -485,10 +566,14 @@ def _html(md: str, out_dir: Path) -> str:
         return f"![{match.group(1)}](data:image/png;base64,{data})"
 
     body = markdown.markdown(IMAGE.sub(embed, md), extensions=["tables"])
-    style = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"  # fmt: skip
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist report</title><style>{style}</style>" \
-           f"</head><body>{body}</body></html>\n"  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist report</title><style>{style}</style>"
+        f"</head><body>{body}</body></html>\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,14 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from fmnist.analysis.seeds import group_runs, markdown, write
 from fmnist.core.errors import UserError
-from fmnist.ops.seeds import group_runs, markdown, write
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", type=Path, nargs="+",
-                        help="multirun or run folders, searched for training and prune runs")  # fmt: skip
+    parser.add_argument(
+        "folders", type=Path, nargs="+", help="multirun or run folders, searched for training and prune runs"
+    )
     parser.add_argument("--out", type=Path, help="write seeds.json and seeds.md into this folder")
     args = parser.parse_args(argv)
     try:

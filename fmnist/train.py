@@ -1,5 +1,5 @@
 """Train one CNN: `python -m fmnist.train [overrides]`; a sweep with `--multirun`. The run itself is the pure
-function `fmnist.ops.training.train(cfg)`; `main` is the thin wrapper Hydra calls."""
+function `fmnist.training.run.train(cfg)`; `main` is the thin wrapper Hydra calls."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from fmnist.core.errors import one_line_errors
-from fmnist.ops.training import train
+from fmnist.training.run import train
 
 
 def metric_value(summary: dict, name: str) -> float:
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float:
             with open_dict(cfg):  # W&B groups the trials of one sweep
                 cfg.logger.group = hc.sweeper.get("study_name") or Path(hc.sweep.dir).name
         if hc.sweeper.get("pruner"):  # a trial of a pruning sweep: report every epoch to its Optuna trial
-            from fmnist.ops.sweeper import pruning_callback  # it imports optuna, slow: never in a single run
+            from fmnist.search.sweeper import pruning_callback  # it imports optuna, slow: never in a single run
 
             should_stop = pruning_callback(hc, cfg.optimized_metric)
     return metric_value(train(cfg, should_stop), cfg.optimized_metric)

@@ -25,12 +25,25 @@ GRID = ["optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "model.conv1_channel
 
 def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> dict:
     url = cluster.create_db(name)
-    cmd = ["fmnist.train", "--multirun", "trainer.max_epochs=3", "trainer.threads=1", "data.subset=6000",
-           "data.val_size=1000", "logger=none", "trainer.device=cpu", f"hydra.sweep.dir={folder / name}",
-           "hydra.sweeper.params=null", "hydra/sweeper/sampler=grid", "hydra/sweeper/pruner=none",
-           f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=12", "hydra.sweeper.heartbeat_interval=2",
-           f"hydra.sweeper.grace_period={grace}",
-           *GRID]  # fmt: skip
+    cmd = [
+        "fmnist.train",
+        "--multirun",
+        "trainer.max_epochs=3",
+        "trainer.threads=1",
+        "data.subset=6000",
+        "data.val_size=1000",
+        "logger=none",
+        "trainer.device=cpu",
+        f"hydra.sweep.dir={folder / name}",
+        "hydra.sweeper.params=null",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=none",
+        f"hydra.sweeper.storage='{url}'",
+        "hydra.sweeper.n_trials=12",
+        "hydra.sweeper.heartbeat_interval=2",
+        f"hydra.sweeper.grace_period={grace}",
+        *GRID,
+    ]
     started = time.time()
     workers = [worker(cmd, host="otherhost"), worker(cmd), worker(cmd)]
     killed = None
@@ -39,7 +52,8 @@ def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> di
         def remote_trial():
             try:
                 running = optuna.load_study(study_name="fmnist-study-grid", storage=url).get_trials(
-                    states=(optuna.trial.TrialState.RUNNING,))  # fmt: skip
+                    states=(optuna.trial.TrialState.RUNNING,)
+                )
             except KeyError:
                 return None
             return next((t for t in running if t.system_attrs.get("fmnist:worker", "").startswith("otherhost:")), None)
@@ -67,7 +81,7 @@ def run(cluster: Cluster, name: str, kill: bool, grace: int, folder: Path) -> di
             s.name: sum(t.state == s for t in trials)
             for s in optuna.trial.TrialState
             if any(t.state == s for t in trials)
-        },  # fmt: skip
+        },
         "failed_as_stale": stale,
         "run_again_as": {n: [t.number for t in trials if n in t.system_attrs.get("retry_history", [])] for n in stale},
         "counted": sum(t.state.is_finished() and t.number not in stale for t in trials),
@@ -88,21 +102,31 @@ def main() -> None:
         results = [run(cluster, "nokill", False, args.grace, folder), run(cluster, "kill", True, args.grace, folder)]
     finally:
         cluster.close()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    report = {"cpu": cpu, "cores": os.cpu_count(), "grace_period": args.grace, "heartbeat_interval": 2,
-              "runs": results}  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    report = {"cpu": cpu, "cores": os.cpu_count(), "grace_period": args.grace, "heartbeat_interval": 2, "runs": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"12 trials x 3 epochs, grid sampler, no pruner, three workers on one PostgreSQL ({cpu}, {os.cpu_count()} "
-             f"cores); heartbeat every 2 s, grace period {args.grace} s.", "",
-             "| run | wall s | trials | states | failed as stale -> run again as | counted | distinct |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"12 trials x 3 epochs, grid sampler, no pruner, three workers on one PostgreSQL ({cpu}, {os.cpu_count()} "
+        f"cores); heartbeat every 2 s, grace period {args.grace} s.",
+        "",
+        "| run | wall s | trials | states | failed as stale -> run again as | counted | distinct |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         stale = ", ".join(f"{n} -> {r['run_again_as'][n]}" for n in r["failed_as_stale"]) or "none"
         what = "one worker killed -9 mid-trial" if r["kill"] else "no kill"
-        lines.append(f"| {what} | {r['wall_seconds']} | {r['trials']} | {r['states']} | {stale} | {r['counted']} | "
-                     f"{r['distinct_configurations']} |")  # fmt: skip
+        lines.append(
+            f"| {what} | {r['wall_seconds']} | {r['trials']} | {r['states']} | {stale} | {r['counted']} | "
+            f"{r['distinct_configurations']} |"
+        )
     (args.out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -20,7 +20,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_root) -> Path:
     """A medium model trained 2 epochs on 2 500 real images: the checkpoint prune and bench tests start from."""
-    from fmnist.ops.training import train
+    from fmnist.training.run import train
     from tests.helpers import small_cfg
 
     out = tmp_path_factory.mktemp("to_prune")

@@ -47,8 +47,16 @@ def prune_small(out_dir: Path, checkpoint: Path, *overrides: str) -> dict:
     """fmnist.prune of `checkpoint` on 2 500 + 500 real images."""
     from fmnist.prune import prune
 
-    return prune(small_cfg(out_dir, f"prune.checkpoint={checkpoint}", "data.subset=3000", "data.val_size=500",
-                           *overrides, config_name="prune"))  # fmt: skip
+    return prune(
+        small_cfg(
+            out_dir,
+            f"prune.checkpoint={checkpoint}",
+            "data.subset=3000",
+            "data.val_size=500",
+            *overrides,
+            config_name="prune",
+        )
+    )
 
 
 def run_cli(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 600, env: dict | None = None):
@@ -67,8 +75,15 @@ TINY = ["trainer.max_epochs=1", "data.subset=3000", "data.val_size=500", "logger
 
 def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
     """A real --multirun over a space given on the command line (the study's 9-key space dropped), grid sampler."""
-    return ["fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.params=null",
-            "hydra/sweeper/sampler=grid", *extra]  # fmt: skip
+    return [
+        "fmnist.train",
+        "--multirun",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.params=null",
+        "hydra/sweeper/sampler=grid",
+        *extra,
+    ]
 
 
 def read_rows(path: Path) -> list[dict]:

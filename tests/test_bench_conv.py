@@ -6,9 +6,15 @@ from tests.helpers import run_cli
 
 
 def test_bench_conv_times_each_width_and_layout(tmp_path):
-    out = run_cli("fmnist.bench_conv", "bench_conv.in_channels=[2]", "bench_conv.out_channels=[1,3]",
-                  "bench_conv.batch_size=20", "bench_conv.repeats=2", "trainer.threads=1",
-                  f"hydra.run.dir={tmp_path}")  # fmt: skip
+    out = run_cli(
+        "fmnist.bench_conv",
+        "bench_conv.in_channels=[2]",
+        "bench_conv.out_channels=[1,3]",
+        "bench_conv.batch_size=20",
+        "bench_conv.repeats=2",
+        "trainer.threads=1",
+        f"hydra.run.dir={tmp_path}",
+    )
     result = json.loads((tmp_path / "bench_conv.json").read_text())
     rows = result["rows"]
     assert [(r["c_in"], r["c_out"]) for r in rows] == [(2, 1), (2, 3)] and result["threads"] == 1

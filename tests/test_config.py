@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fmnist.core.errors import ConfigError, UserError, one_line_errors
-from fmnist.ops.training import train
 from fmnist.prune import prune
+from fmnist.training.run import train
 from tests.helpers import REPO, SMALL, run_cli, small_cfg
 
 NO_DATA = ["data.system_dir=null", "data.download=false"]  # with data.root empty: reading data would fail
@@ -84,8 +84,9 @@ def test_bad_prune_values(tmp_path, override, message):
     ],
 )
 def test_bad_bench_values_one_line_and_nothing_written(tmp_path, override, message):
-    proc = run_cli("fmnist.bench", override, f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}",
-                   check=False)  # fmt: skip
+    proc = run_cli(
+        "fmnist.bench", override, f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'b'}", check=False
+    )
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("error: ") and re.search(message, last), proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b" / "summary.json").exists()

@@ -1,7 +1,7 @@
 import pytest
 
 from fmnist.core.flops import counted_macs, layer_counts, totals
-from fmnist.core.model import FashionCNN, n_params
+from fmnist.core.model import ARCH_KEYS, FashionCNN, n_params
 
 
 def test_study_formula_for_medium_and_its_pruned_model():
@@ -20,8 +20,7 @@ def test_study_formula_for_medium_and_its_pruned_model():
 )
 def test_macs_agree_with_torch_flop_counter(arch):
     model = FashionCNN(*arch, weight_init="normal")
-    keys = ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
-    counts = totals(dict(zip(keys, arch, strict=True)))
+    counts = totals(dict(zip(ARCH_KEYS, arch, strict=True)))
     assert counted_macs(model, batch=3) == counts["macs"]  # exact: FlopCounterMode counts 2 per multiply-add
     assert n_params(model) == counts["params"]
     per_layer = layer_counts(model.arch)

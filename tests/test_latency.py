@@ -11,9 +11,10 @@ from fmnist.core import checkpoint
 from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.flops import totals
 from fmnist.core.machine import keep_heap
-from fmnist.ops.latency import LatencyTable, _layer, _onnx_graph, layer_shapes, machine, measure, table_path
-from fmnist.ops.selection import choose
-from fmnist.ops.units import reachable
+from fmnist.core.model import layers
+from fmnist.pruning.latency import LatencyTable, _layer, _onnx_graph, machine, measure, table_path
+from fmnist.pruning.selection import choose
+from fmnist.pruning.units import reachable
 from fmnist.report import section_speed
 from tests.helpers import compose_cfg, prune_small
 
@@ -30,8 +31,9 @@ def _flops_ratio(first, row):
 @pytest.mark.parametrize("selection", ["layerwise", "global"])
 def test_a_flops_budget_is_met_exactly(tmp_path, trained, selection):
     # no tolerance: the budget alone stops pruning, at the first step that reaches it and not one step later
-    summary = prune_small(tmp_path, trained, f"prune.selection={selection}", "prune.tolerance=null",
-                          "prune.target_flops_ratio=2.5")  # fmt: skip
+    summary = prune_small(
+        tmp_path, trained, f"prune.selection={selection}", "prune.tolerance=null", "prune.target_flops_ratio=2.5"
+    )
     rows = _trajectory(tmp_path)
     ratios = [_flops_ratio(rows[0], r) for r in rows[1:]]
     assert ratios[-1] >= 2.5 > ratios[-2]
@@ -62,25 +64,34 @@ def test_accuracy_running_out_first_is_reported(tmp_path, trained):
 
 
 def _fake_table(path, arch, ms):
-    """A table that holds every shape pruning `arch` can reach, with times from ms(layer, shape)."""
+    """A table that holds every shape pruning `arch` can reach, with times from ms(layer)."""
     keep_heap()  # as prune's default trainer.malloc_heap does, before it reads the table's machine
     meta = machine("eager", torch.get_num_threads(), 1000)
     archs = reachable(arch, ["conv1", "conv2", "fc1"], 1, 1)
-    shapes = {(layer, s) for a in archs for layer, s in layer_shapes(a).items()}
-    entries = {f"{layer}:" + ",".join(map(str, s)): ms(layer, s) for layer, s in shapes}
+    entries = {layer.key: ms(layer) for a in archs for layer in layers(a)}
     path.write_text(json.dumps({"meta": meta, "entries": entries}))
     return path
 
 
-def _expensive_conv2(layer, shape):
-    return 10.0 * shape[-1] if layer == "conv2" else 1.0  # conv2's time grows with its channels; nothing else moves
+def _expensive_conv2(layer):
+    return (
+        10.0 * layer.units if layer.name == "conv2" else 1.0
+    )  # conv2's time grows with its channels; nothing else moves
 
 
 def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trained):
     arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
     table = _fake_table(tmp_path / "table.json", arch, _expensive_conv2)
-    prune_small(tmp_path / "latency", trained, "prune.selection=global", "prune.cost=latency", "prune.tolerance=null",
-                "prune.target_speedup=1.5", f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+    prune_small(
+        tmp_path / "latency",
+        trained,
+        "prune.selection=global",
+        "prune.cost=latency",
+        "prune.tolerance=null",
+        "prune.target_speedup=1.5",
+        f"latency.table={table}",
+        "latency.engine=eager",
+    )
     latency_layers = [r["layer"] for r in _trajectory(tmp_path / "latency")[1:]]
     assert latency_layers and set(latency_layers) == {"conv2"}
     assert _trajectory(tmp_path / "latency")[-1]["predicted_ms"]  # the trajectory carries predicted times
@@ -90,16 +101,22 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
     assert f"![accuracy vs speed]({tmp_path / 'speed_frontier.png'})" in section
     assert (tmp_path / "speed_frontier.png").read_bytes()[:4] == b"\x89PNG"
     # with FLOPs as the cost, the same model and budget take other layers too
-    prune_small(tmp_path / "flops", trained, "prune.selection=global", "prune.cost=flops", "prune.tolerance=null",
-                "prune.target_flops_ratio=1.5")  # fmt: skip
+    prune_small(
+        tmp_path / "flops",
+        trained,
+        "prune.selection=global",
+        "prune.cost=flops",
+        "prune.tolerance=null",
+        "prune.target_flops_ratio=1.5",
+    )
     assert set(r["layer"] for r in _trajectory(tmp_path / "flops")[1:]) != {"conv2"}
 
 
-def _fc1_cliff(layer, shape):
+def _fc1_cliff(layer):
     """fc1 gets cheap only at 16 neurons or fewer (ONNX Runtime's Gemm does so on our CPU); convs cost per channel."""
-    if layer == "fc1":
-        return 1.0 if shape[-1] <= 16 else 30.0
-    return 0.5 * shape[-1] if layer in ("conv1", "conv2") else 1.0
+    if layer.name == "fc1":
+        return 1.0 if layer.units <= 16 else 30.0
+    return 0.5 * layer.units if layer.conv else 1.0
 
 
 def test_min_saving_jumps_a_latency_cliff_in_one_step(tmp_path, trained):
@@ -107,12 +124,23 @@ def test_min_saving_jumps_a_latency_cliff_in_one_step(tmp_path, trained):
     # time saves nothing until then; with min_saving each candidate takes as many units as save 20 % of 45 ms
     arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch
     table = _fake_table(tmp_path / "table.json", arch, _fc1_cliff)
-    summary = prune_small(tmp_path / "out", trained, "prune.selection=global", "prune.cost=latency",
-                          "prune.tolerance=null", "prune.target_speedup=2", "prune.min_saving=0.2",
-                          f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+    summary = prune_small(
+        tmp_path / "out",
+        trained,
+        "prune.selection=global",
+        "prune.cost=latency",
+        "prune.tolerance=null",
+        "prune.target_speedup=2",
+        "prune.min_saving=0.2",
+        f"latency.table={table}",
+        "latency.engine=eager",
+    )
     rows = _trajectory(tmp_path / "out")
-    fc1 = [(int(before["fc1_size"]), int(r["fc1_size"]), len(r["unit"].split()))
-           for before, r in zip(rows, rows[1:], strict=False) if r["layer"] == "fc1"]  # fmt: skip
+    fc1 = [
+        (int(before["fc1_size"]), int(r["fc1_size"]), len(r["unit"].split()))
+        for before, r in zip(rows, rows[1:], strict=False)
+        if r["layer"] == "fc1"
+    ]
     assert fc1 == [(100, 16, 84)]  # the fewest neurons that save 9 ms: straight down the cliff, the weakest 84
     assert summary["budget"]["met"] and summary["after"]["arch"]["fc1_size"] == 16
 
@@ -145,8 +173,14 @@ def test_a_table_from_another_machine_is_refused(tmp_path, trained):
     saved["meta"]["cpu"] = "Some Other CPU"
     table.write_text(json.dumps(saved))
     with pytest.raises(UserError, match="measured elsewhere .*cpu 'Some Other CPU'"):
-        prune_small(tmp_path / "out", trained, "prune.cost=latency", "prune.selection=global",
-                    f"latency.table={table}", "latency.engine=eager")  # fmt: skip
+        prune_small(
+            tmp_path / "out",
+            trained,
+            "prune.cost=latency",
+            "prune.selection=global",
+            f"latency.table={table}",
+            "latency.engine=eager",
+        )
     assert json.loads(table.read_text()) == saved
 
 
@@ -166,18 +200,22 @@ def test_onnxruntime_missing_says_what_to_do(tmp_path, trained, monkeypatch):
 def test_onnx_layer_graph_computes_the_layer(layer):
     import onnxruntime
 
-    shape = layer_shapes({"conv1_channels": 3, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5,
-                          "fc1_size": 7})[layer]  # fmt: skip
-    module, in_shape = _layer(layer, shape)
+    arch = {"conv1_channels": 3, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5, "fc1_size": 7}
+    described = next(d for d in layers(arch) if d.name == layer)
+    module, in_shape = _layer(described), described.in_shape
     x = torch.randn(5, *in_shape)
     session = onnxruntime.InferenceSession(_onnx_graph(module, in_shape), providers=["CPUExecutionProvider"])
-    torch.testing.assert_close(torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), module(x).detach(),
-                               atol=1e-5, rtol=1e-4)  # fmt: skip
+    torch.testing.assert_close(
+        torch.from_numpy(session.run(None, {"x": x.numpy()})[0]), module(x).detach(), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_measured_table_is_cached_and_reused(tmp_path):
-    cfg = compose_cfg(tmp_path, [f"latency.dir={tmp_path}", "latency.batch_size=50", "latency.repeats=2",
-                                 "latency.engine=eager"], config_name="latency")  # fmt: skip
+    cfg = compose_cfg(
+        tmp_path,
+        [f"latency.dir={tmp_path}", "latency.batch_size=50", "latency.repeats=2", "latency.engine=eager"],
+        config_name="latency",
+    )
     arch = {"conv1_channels": 4, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5, "fc1_size": 8}
     table = LatencyTable.open(cfg.latency)
     per_layer = table.layers_ms(arch)
@@ -186,7 +224,7 @@ def test_measured_table_is_cached_and_reused(tmp_path):
     table.save()
     again = LatencyTable.open(cfg.latency)
     assert again.model_ms(arch) == table.model_ms(arch) and again.measured == 0  # read, not measured again
-    assert measure("fc2", (8,), "eager", 50, 1, 0) > 0
+    assert measure(layers(arch)[-1], "eager", 50, 1, 0) > 0
     assert totals(arch)["study_flops"] > 0
 
 
@@ -200,9 +238,10 @@ def test_bf16_engine_times_its_layers_under_autocast_in_its_own_table(tmp_path, 
 
     monkeypatch.setattr(torch, "autocast", Recording)
     cfg = compose_cfg(tmp_path, ["latency.engine=bf16", "latency.batch_size=100"], config_name="latency")
-    assert measure("conv2", (3, 5, 4, 6), "bf16", 100, repeats=2, warmup=1) > 0
+    conv2 = layers({"conv1_channels": 4, "conv1_kernel": 3, "conv2_channels": 6, "conv2_kernel": 5, "fc1_size": 8})[1]
+    assert measure(conv2, "bf16", 100, repeats=2, warmup=1) > 0
     assert entered == [torch.bfloat16] * 3  # every call, the warm-up's too
-    assert measure("conv2", (3, 5, 4, 6), "eager", 100, repeats=2, warmup=1) > 0 and len(entered) == 3
+    assert measure(conv2, "eager", 100, repeats=2, warmup=1) > 0 and len(entered) == 3
     assert machine("bf16", 1, 100)["engine"] == "bf16"
     eager = compose_cfg(tmp_path, ["latency.engine=eager", "latency.batch_size=100"], config_name="latency")
     assert "bf16-" in str(table_path(cfg.latency, 1)) and table_path(cfg.latency, 1) != table_path(eager.latency, 1)

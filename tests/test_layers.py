@@ -1,6 +1,7 @@
-"""The floor plan (fmnist/__init__.py): core below ops below the stages; no import circle anywhere, function-level
-imports included; a stage never imports another; an import inside a function is a heavy optional dependency and says
-so. Every import is read with `ast`, nothing is imported."""
+"""The floor plan (fmnist/__init__.py): core, then training, then the concerns side by side (search, pruning,
+analysis), then the stages; no import circle anywhere, function-level imports included; a concern never imports
+another, a stage never imports another stage; an import inside a function is a heavy optional dependency and says so.
+Every import is read with `ast`, nothing is imported."""
 
 import ast
 import shutil
@@ -30,8 +31,13 @@ def modules(root: Path) -> dict[str, Path]:
 def imports(path: Path, known: set[str]) -> list[tuple[str, str, int, bool]]:
     """(imported name, project module it resolves to or '', line, inside a function) for every import in the file."""
     tree = ast.parse(path.read_text())
-    nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
-              for n in ast.walk(f) if n is not f}  # fmt: skip
+    nested = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+        for n in ast.walk(f)
+        if n is not f
+    }
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -48,15 +54,22 @@ def imports(path: Path, known: set[str]) -> list[tuple[str, str, int, bool]]:
     return out
 
 
+CONCERNS = ("search", "pruning", "analysis")  # floor 3, side by side: none imports another
+FLOORS = {"core": 1, "training": 2, **dict.fromkeys(CONCERNS, 3)}
+STAGE = 4
+
+
+def concern(module: str) -> str:
+    """The package a module lives in: fmnist.search.sweeper -> search; a stage or the plugin -> ''."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "fmnist" and len(parts) > 1 and parts[1] in FLOORS else ""
+
+
 def floor(module: str) -> int:
-    """As the README's layout numbers them: 1 core, 2 ops, 3 stages."""
+    """As the README's layout numbers them: 1 core, 2 training, 3 search | pruning | analysis, 4 stages."""
     if module == "fmnist":
         return 0  # the package's docstring only
-    if module.startswith("fmnist.core"):
-        return 1
-    if module.startswith("fmnist.ops"):
-        return 2
-    return 3  # a stage (fmnist/<name>.py) or the Hydra plugin
+    return FLOORS.get(concern(module), STAGE)  # else a stage (fmnist/<name>.py) or the Hydra plugin
 
 
 def graph(root: Path) -> dict[str, set[str]]:
@@ -92,8 +105,13 @@ def wrong_floor(edges: dict[str, set[str]]) -> list[str]:
         for t in targets:
             if floor(t) > floor(m):
                 bad.append(f"{m} (floor {floor(m)}) imports {t} (floor {floor(t)}): move what it needs down")
-            elif floor(t) == floor(m) == 3:
-                bad.append(f"stage {m} imports stage {t}: what two stages share moves down to fmnist/ops or core")
+            elif floor(t) == floor(m) == STAGE:
+                bad.append(f"stage {m} imports stage {t}: what two stages share moves down a floor")
+            elif floor(t) == floor(m) == 3 and concern(t) != concern(m):
+                bad.append(
+                    f"{m} imports {t}: search, pruning and analysis never import each other; move the shared "
+                    "piece down to training or core, or call both from a stage"
+                )
     return sorted(bad)
 
 
@@ -115,7 +133,7 @@ def test_stages_are_the_entry_points():
     """A stage is a command (it runs as `python -m fmnist.NAME`); nothing below the stages is one."""
     for name, path in modules(REPO).items():
         entry = 'if __name__ == "__main__":' in path.read_text()
-        assert entry == (floor(name) == 3 and name.startswith("fmnist.")), name
+        assert entry == (floor(name) == STAGE and name.startswith("fmnist.")), name
 
 
 def test_function_level_imports_are_heavy_and_say_why():
@@ -156,18 +174,42 @@ def copy_of_the_package(tmp_path):
 def test_a_circle_added_by_hand_is_found(copy_of_the_package):
     """checkpoint imports runs; a function in runs importing checkpoint back closes a circle inside one floor."""
     runs = copy_of_the_package / "fmnist/core/runs.py"
-    runs.write_text(runs.read_text() + "\n\ndef _load(path):\n    from fmnist.core import checkpoint\n\n    return "
-                    "checkpoint.load(path)\n")  # fmt: skip
+    runs.write_text(
+        runs.read_text() + "\n\ndef _load(path):\n    from fmnist.core import checkpoint\n\n    return "
+        "checkpoint.load(path)\n"
+    )
     found = circle(graph(copy_of_the_package))
     assert found and found[0] == found[-1] and {"fmnist.core.runs", "fmnist.core.checkpoint"} <= set(found)
 
 
 def test_an_import_up_a_floor_or_across_stages_is_found(copy_of_the_package):
     model = copy_of_the_package / "fmnist/core/model.py"
-    model.write_text(model.read_text() + "\nfrom fmnist.ops.units import lattice  # noqa\n")
+    model.write_text(model.read_text() + "\nfrom fmnist.pruning.units import lattice  # noqa\n")
     bench = copy_of_the_package / "fmnist/bench.py"
     bench.write_text(bench.read_text() + "\nfrom fmnist.prune import prune  # noqa\n")
     bad = wrong_floor(graph(copy_of_the_package))
-    assert any(b.startswith("fmnist.core.model (floor 1) imports fmnist.ops.units") for b in bad), bad
+    assert any(b.startswith("fmnist.core.model (floor 1) imports fmnist.pruning.units") for b in bad), bad
     assert "stage fmnist.bench imports stage fmnist.prune" in " ".join(bad)
     assert circle(graph(copy_of_the_package))  # units imports model back
+
+
+def test_an_import_across_concerns_is_found(copy_of_the_package):
+    """The sweep loop reaching the analysis (as it once did for its importances and plots) is refused."""
+    trials = copy_of_the_package / "fmnist/search/trials.py"
+    trials.write_text(trials.read_text() + "\nfrom fmnist.analysis.plots import sweep_curves  # noqa\n")
+    bad = wrong_floor(graph(copy_of_the_package))
+    assert any(b.startswith("fmnist.search.trials imports fmnist.analysis.plots") for b in bad), bad
+
+
+def test_the_sweep_loop_reaches_no_analysis():
+    """Everything the sweeper imports, at any depth and inside functions too, stays out of fmnist.analysis: a change
+    to a plot cannot break a running search, and no worker fits importances inside its loop."""
+    edges = graph(REPO)
+    seen, todo = set(), ["hydra_plugins.fmnist_sweeper", "fmnist.search.sweeper"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += edges.get(m, ())
+    assert "fmnist.search.trials" in seen  # the loop writes its trial table
+    assert not {m for m in seen if concern(m) == "analysis"}

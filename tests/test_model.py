@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fmnist.core.errors import ConfigError
-from fmnist.core.model import ARCH_KEYS, FashionCNN, build, map_sides, n_params
+from fmnist.core.model import ARCH_KEYS, WIDTHS, FashionCNN, build, layers, map_sides, n_params
 from fmnist.core.study import preset
 from tests.helpers import compose_cfg
 
@@ -13,7 +13,7 @@ MEDIUM = preset("medium")
 def test_presets_compose_and_build(tmp_path, preset):
     cfg = compose_cfg(tmp_path, [f"model={preset}"])
     assert set(ARCH_KEYS) | {"weight_init", "_target_"} == set(cfg.model)
-    from fmnist.ops.loop import build_model
+    from fmnist.training.loop import build_model
 
     model = build_model(cfg.model)
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
@@ -24,8 +24,9 @@ def test_presets_compose_and_build(tmp_path, preset):
 @pytest.mark.parametrize("k1", [3, 5])
 @pytest.mark.parametrize("k2", [3, 5])
 def test_fc1_input_follows_kernels(k1, k2):
-    model = FashionCNN(conv1_channels=8, conv1_kernel=k1, conv2_channels=12, conv2_kernel=k2, fc1_size=50,
-                       weight_init="normal")  # fmt: skip
+    model = FashionCNN(
+        conv1_channels=8, conv1_kernel=k1, conv2_channels=12, conv2_kernel=k2, fc1_size=50, weight_init="normal"
+    )
     side = 28 - k1 + 1 - k2 + 1
     assert map_sides(k1, k2)[1] == side
     assert model.fc1.in_features == 12 * side * side
@@ -62,3 +63,24 @@ def test_weight_init_and_zero_bias(init):
 def test_impossible_models_are_rejected(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         FashionCNN(**{**MEDIUM, "weight_init": "normal", **kwargs})
+
+
+@pytest.mark.parametrize("arch", [(12, 3, 16, 5, 100), (1, 5, 7, 3, 72), (3, 1, 2, 1, 7)])
+def test_the_layer_description_is_the_model(arch):
+    """What `layers(arch)` says each layer takes and gives is what the built model's modules do, in order."""
+    model = FashionCNN(*arch, weight_init="normal")
+    described = layers(model.arch)
+    assert (
+        [d.name for d in described] == [name for name, _ in model.named_children()] == ["conv1", "conv2", "fc1", "fc2"]
+    )
+    images = torch.randn(2, 1, 28, 28)
+    x = images
+    for d in described:
+        assert tuple(x.shape[1:]) == d.in_shape or x.flatten(1).shape[1:] == d.in_shape
+        x = model.step(d, x)
+        assert tuple(x.shape[1:]) == d.out_shape
+        assert sum(p.numel() for p in getattr(model, d.name).parameters()) == d.units * (d.fan_in + 1)
+    manual = torch.relu(model.fc1(torch.relu(model.conv2(torch.relu(model.conv1(images)))).flatten(1)))
+    torch.testing.assert_close(model(images), model.fc2(manual))  # the study's forward pass, written out
+    torch.testing.assert_close(x, model(images))
+    assert WIDTHS == {d.name: d.width for d in described[:-1]} and described[-1].width is None

@@ -41,8 +41,14 @@ def _configs(trials) -> list[tuple]:
 @pytest.mark.slow  # worker processes side by side: timing-sensitive, run alone
 def test_three_workers_share_one_postgres_study(pg, request, tmp_path, data_root):
     url = _db(pg, request)
-    cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=6",
-                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "model.conv1_channels=8,12")  # fmt: skip
+    cmd = sweep_cmd(
+        tmp_path / "s",
+        f"hydra.sweeper.storage='{url}'",
+        "hydra.sweeper.n_trials=6",
+        "optimizer.lr=0.01,0.001",
+        "model.fc1_size=50,100",
+        "model.conv1_channels=8,12",
+    )
     procs = [worker(cmd) for _ in range(3)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
@@ -59,9 +65,16 @@ def test_a_worker_killed_on_another_host_is_failed_after_the_grace_period_and_it
 ):
     url = _db(pg, request)
     # no pruner: the other host's trial cannot end after its first epoch, before the kill lands
-    cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=3", *LIVENESS,
-                    "optimizer.lr=0.01,0.001", "model.fc1_size=50,100", "trainer.max_epochs=5",
-                    "hydra/sweeper/pruner=none")  # fmt: skip
+    cmd = sweep_cmd(
+        tmp_path / "s",
+        f"hydra.sweeper.storage='{url}'",
+        "hydra.sweeper.n_trials=3",
+        *LIVENESS,
+        "optimizer.lr=0.01,0.001",
+        "model.fc1_size=50,100",
+        "trainer.max_epochs=5",
+        "hydra/sweeper/pruner=none",
+    )
     remote, local = worker(cmd, host="otherhost"), worker(cmd)
 
     def remote_trial():
@@ -101,8 +114,14 @@ def test_the_database_going_away_mid_trial_stops_the_worker_in_one_line_and_a_re
     pg, request, tmp_path, data_root
 ):
     url = _db(pg, request)
-    cmd = sweep_cmd(tmp_path / "s", f"hydra.sweeper.storage='{url}'", "hydra.sweeper.n_trials=2", *LIVENESS,
-                    "optimizer.lr=0.01,0.001", "trainer.max_epochs=3")  # fmt: skip
+    cmd = sweep_cmd(
+        tmp_path / "s",
+        f"hydra.sweeper.storage='{url}'",
+        "hydra.sweeper.n_trials=2",
+        *LIVENESS,
+        "optimizer.lr=0.01,0.001",
+        "trainer.max_epochs=3",
+    )
     sweeping = worker(cmd)
     wait_for(lambda: (tmp_path / "s" / "0" / "metrics.csv").exists(), what="trial 0's first epoch")
     pg.stop()
@@ -122,7 +141,7 @@ def test_the_database_going_away_mid_trial_stops_the_worker_in_one_line_and_a_re
 
 
 def test_a_restarted_database_is_reconnected(pg, request):
-    from fmnist.ops.storage import open_storage
+    from fmnist.search.storage import open_storage
 
     study = optuna.create_study(storage=open_storage(_db(pg, request)))
     study.tell(study.ask(), 1.0)
@@ -133,9 +152,9 @@ def test_a_restarted_database_is_reconnected(pg, request):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # a plain ask() on a heartbeat storage
 def test_a_trial_its_worker_finishes_while_another_declares_it_stale_stays_finished(pg, request):
-    from fmnist.ops import liveness
-    from fmnist.ops.storage import open_storage
-    from fmnist.ops.trials import stale_reasons
+    from fmnist.search import liveness
+    from fmnist.search.storage import open_storage
+    from fmnist.search.trials import stale_reasons
 
     storage = open_storage(_db(pg, request), heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(storage=storage, direction="maximize")

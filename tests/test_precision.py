@@ -10,8 +10,8 @@ from fmnist.core.data import load_splits
 from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.precision import resolve
 from fmnist.core.runs import METRICS
-from fmnist.ops import loop
-from fmnist.ops.training import train
+from fmnist.training import loop
+from fmnist.training.run import train
 from tests.helpers import prune_small, read_rows, small_cfg
 
 CPU = torch.device("cpu")
@@ -30,10 +30,12 @@ def test_auto_stays_fp32_without_timing_on_a_cpu_without_native_bf16(flags):
 
 @pytest.mark.parametrize(
     "flags, step_ms, expected",
-    [({"amx_bf16", "amx_tile", "avx512_bf16"}, {"fp32": 18.0, "bf16": 6.7}, "bf16"),  # the AMX Xeon (issue 18)
-     ({"avx512_bf16"}, {"fp32": 24.2, "bf16": 28.4}, "fp32"),  # AVX512-BF16 without AMX (docs/training.md)
-     ({"avx512_bf16"}, {"fp32": 10.0, "bf16": 9.5}, "fp32")],  # within noise: not worth a change of arithmetic
-)  # fmt: skip
+    [
+        ({"amx_bf16", "amx_tile", "avx512_bf16"}, {"fp32": 18.0, "bf16": 6.7}, "bf16"),  # the AMX Xeon (issue 18)
+        ({"avx512_bf16"}, {"fp32": 24.2, "bf16": 28.4}, "fp32"),  # AVX512-BF16 without AMX (docs/training.md)
+        ({"avx512_bf16"}, {"fp32": 10.0, "bf16": 9.5}, "fp32"),
+    ],  # within noise: not worth a change of arithmetic
+)
 def test_auto_times_the_step_where_the_cpu_has_native_bf16(flags, step_ms, expected):
     chosen = resolve("auto", CPU, flags, timing=lambda: step_ms)
     assert chosen["used"] == expected and chosen["step_ms"] == step_ms
@@ -66,9 +68,11 @@ def test_asked_precisions_on_the_cpu():
 
 @pytest.mark.parametrize(
     "override, error, message",
-    [("trainer.precision=fp8", ConfigError, "trainer.precision='fp8': use one of auto, fp32, bf16, fp16"),
-     ("trainer.precision=fp16", UserError, "trainer.precision=fp16 needs a CUDA GPU")],
-)  # fmt: skip
+    [
+        ("trainer.precision=fp8", ConfigError, "trainer.precision='fp8': use one of auto, fp32, bf16, fp16"),
+        ("trainer.precision=fp16", UserError, "trainer.precision=fp16 needs a CUDA GPU"),
+    ],
+)
 def test_bad_precision_refused_before_anything_is_written(tmp_path, override, error, message):
     with pytest.raises(error, match=message):
         train(small_cfg(tmp_path / "run", override, "trainer.device=cpu"))
@@ -93,9 +97,15 @@ def test_a_bf16_run_learns_repeats_itself_keeps_its_precision_on_resume_and_prun
     rows = read_rows(tmp_path / "a" / "metrics.csv")
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
-    pruned = prune_small(tmp_path / "prune", tmp_path / "a" / "checkpoints" / "best.pt", "prune.layers=[fc1]",
-                         "prune.step=40", "prune.tolerance=1", "prune.finetune_epochs=0.1",
-                         "trainer.precision=fp32")  # fmt: skip
+    pruned = prune_small(
+        tmp_path / "prune",
+        tmp_path / "a" / "checkpoints" / "best.pt",
+        "prune.layers=[fc1]",
+        "prune.step=40",
+        "prune.tolerance=1",
+        "prune.finetune_epochs=0.1",
+        "trainer.precision=fp32",
+    )
     assert pruned["precision"]["used"] == "fp32" and pruned["after"]["arch"]["fc1_size"] < 100
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from fmnist.analysis.seeds import group_runs
 from fmnist.core import checkpoint
 from fmnist.core.data import load_splits
 from fmnist.core.errors import UserError
@@ -12,10 +13,9 @@ from fmnist.core.flops import totals
 from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import FashionCNN, build
 from fmnist.core.study import preset
-from fmnist.ops.loop import evaluate
-from fmnist.ops.seeds import group_runs
-from fmnist.ops.units import remove_units, unit_norms
 from fmnist.prune import prune
+from fmnist.pruning.units import remove_units, unit_norms
+from fmnist.training.loop import evaluate
 from tests.helpers import compose_cfg, prune_small, run_cli, small_cfg
 
 
@@ -32,8 +32,14 @@ def _zeroed(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
 @pytest.mark.parametrize("kernels", [(3, 5), (5, 3)])
 def test_physical_removal_equals_zeroed_units(layer, kernels):
     torch.manual_seed(0)
-    model = FashionCNN(conv1_channels=6, conv1_kernel=kernels[0], conv2_channels=5, conv2_kernel=kernels[1],
-                       fc1_size=20, weight_init="xavier_normal")  # fmt: skip
+    model = FashionCNN(
+        conv1_channels=6,
+        conv1_kernel=kernels[0],
+        conv2_channels=5,
+        conv2_kernel=kernels[1],
+        fc1_size=20,
+        weight_init="xavier_normal",
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # non-zero biases too
@@ -82,8 +88,9 @@ def test_prune_run_writes_trajectory_model_and_plots(tmp_path, trained):
 
 
 def test_zero_tolerance_with_finetune_keeps_only_harmless_steps(tmp_path, trained):
-    summary = _prune(tmp_path, trained, "prune.layers=[fc1]", "prune.step=20", "prune.tolerance=0",
-                     "prune.finetune_epochs=1")  # fmt: skip
+    summary = _prune(
+        tmp_path, trained, "prune.layers=[fc1]", "prune.step=20", "prune.tolerance=0", "prune.finetune_epochs=1"
+    )
     assert summary["after"]["val_accuracy"] >= summary["before"]["val_accuracy"]
 
 
@@ -93,8 +100,14 @@ def test_a_pruned_model_fine_tuned_only_over_seeds(tmp_path, trained):
     _prune(tmp_path / "pruned", trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
     pruned = tmp_path / "pruned" / "pruned.pt"
     for seed in (0, 1):
-        s = _prune(tmp_path / "tune" / str(seed), pruned, "prune.layers=[]", "prune.final_finetune_epochs=0.5",
-                   "prune.finetune_lr=0.01", f"trainer.seed={seed}")  # fmt: skip
+        s = _prune(
+            tmp_path / "tune" / str(seed),
+            pruned,
+            "prune.layers=[]",
+            "prune.final_finetune_epochs=0.5",
+            "prune.finetune_lr=0.01",
+            f"trainer.seed={seed}",
+        )
         assert s["after"]["arch"] == s["before"]["arch"] == checkpoint.load(pruned)["arch"] and s["steps"] == 1
         assert s["after"]["val_accuracy"] != s["before"]["val_accuracy"]  # the fine-tuning changed the weights
     (group,) = group_runs([tmp_path / "tune"])["groups"]
@@ -156,12 +169,28 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained, engin
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")  # 100 -> 10 neurons
     # this machine's eager latency table (1 thread, batch 1000), so the bench checks what it predicts
     lat = f"latency.dir={tmp_path / 'lat'}"
-    run_cli("fmnist.latency", f"prune.checkpoint={trained}", "prune.layers=[fc1]", "prune.step=9",
-            "latency.engine=eager", "latency.repeats=2", "trainer.threads=1", lat)  # fmt: skip
-    out = run_cli("fmnist.bench", f"bench.prune_dir={prune_dir}", "bench.repeats=2", "bench.max_repeats=3",
-                  "bench.batch_size=1000",
-                  "bench.images=3000", "trainer.threads=1", f"bench.engines=[{engines}]",
-                  f"hydra.run.dir={tmp_path / 'bench'}", lat)  # fmt: skip
+    run_cli(
+        "fmnist.latency",
+        f"prune.checkpoint={trained}",
+        "prune.layers=[fc1]",
+        "prune.step=9",
+        "latency.engine=eager",
+        "latency.repeats=2",
+        "trainer.threads=1",
+        lat,
+    )
+    out = run_cli(
+        "fmnist.bench",
+        f"bench.prune_dir={prune_dir}",
+        "bench.repeats=2",
+        "bench.max_repeats=3",
+        "bench.batch_size=1000",
+        "bench.images=3000",
+        "trainer.threads=1",
+        f"bench.engines=[{engines}]",
+        f"hydra.run.dir={tmp_path / 'bench'}",
+        lat,
+    )
     result = json.loads((tmp_path / "bench" / "summary.json").read_text())
     assert result["kind"] == "bench"
     orig, pruned = result["original"], result["pruned"]
@@ -181,7 +210,8 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained, engin
     assert (tmp_path / "bench" / "original.onnx").exists() and (tmp_path / "bench" / "pruned.onnx").exists()
     assert result["speedup"] == pytest.approx(orig["seconds"] / pruned["seconds"])
     assert result["speedup_by_engine"]["eager"] == pytest.approx(
-        orig["seconds_by_engine"]["eager"] / pruned["seconds_by_engine"]["eager"])  # fmt: skip
+        orig["seconds_by_engine"]["eager"] / pruned["seconds_by_engine"]["eager"]
+    )
     assert result["flops_ratio"] == pytest.approx(orig["study_flops"] / pruned["study_flops"])
     # each speedup with its interval over the rounds (2 to 3: more only while an interval is wider than ±5 %)
     assert 2 <= result["rounds"] <= 3 and set(result["speedup_interval"]) == {*result["engines"], "fastest"}
@@ -209,8 +239,13 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained, engin
         result["predicted"]["eager"]["original"]["predicted_s"] / result["predicted"]["eager"]["pruned"]["predicted_s"]
     )
     assert sp["predicted"] == pytest.approx(predicted) and sp["measured"] == measured_eager["ratio"]
-    assert sp["verdict"] == ("inside" if measured_eager["low"] <= predicted <= measured_eager["high"]
-                             else "above" if predicted > measured_eager["high"] else "below")  # fmt: skip
+    assert sp["verdict"] == (
+        "inside"
+        if measured_eager["low"] <= predicted <= measured_eager["high"]
+        else "above"
+        if predicted > measured_eager["high"]
+        else "below"
+    )
     assert f"latency table (eager): predicted speedup {predicted:.2f}x against measured" in out.stdout
     measured = json.loads((prune_dir / "summary.json").read_text())["measured"]  # the prune run learns its speedup
     assert measured["speedup"] == pytest.approx(result["speedup"])
@@ -223,8 +258,11 @@ def test_bench_refuses_an_engine_that_computes_other_logits(tmp_path, trained, m
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
     real = fmnist.bench.engine_runner
     monkeypatch.setattr(fmnist.bench, "engine_runner", lambda *a: lambda x: real(*a)(x) + 0.5)  # a broken export
-    cfg = compose_cfg(tmp_path / "bench", [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu",
-                                           "bench.engines=[eager]"], config_name="bench")  # fmt: skip
+    cfg = compose_cfg(
+        tmp_path / "bench",
+        [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu", "bench.engines=[eager]"],
+        config_name="bench",
+    )
     with pytest.raises(RuntimeError, match="engine eager computes other logits than the original model"):
         fmnist.bench.bench(cfg, tmp_path / "bench")
     assert not (tmp_path / "bench" / "summary.json").exists()
@@ -238,17 +276,28 @@ def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, train
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
     real = fmnist.bench.engine_runner
     monkeypatch.setattr(fmnist.bench, "engine_runner", lambda *a: lambda x: real(*a)(x).roll(1, dims=1))
-    cfg = compose_cfg(tmp_path / "bench", [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu",
-                                           "bench.engines=[bf16]"], config_name="bench")  # fmt: skip
-    with pytest.raises(RuntimeError, match=r"engine bf16 on the original model: argmax agrees with fp32 on .*"
-                                           r"bench.min_agreement=0.99"):  # fmt: skip
+    cfg = compose_cfg(
+        tmp_path / "bench",
+        [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu", "bench.engines=[bf16]"],
+        config_name="bench",
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"engine bf16 on the original model: argmax agrees with fp32 on .*"
+        r"bench.min_agreement=0.99",
+    ):
         fmnist.bench.bench(cfg, tmp_path / "bench")
     assert not (tmp_path / "bench" / "summary.json").exists()
 
 
 def test_bench_unknown_engine(tmp_path):
-    proc = run_cli("fmnist.bench", f"paths.log_dir={tmp_path}", "bench.engines=[eager,tensorrt]",
-                   f"hydra.run.dir={tmp_path / 'bench'}", check=False)  # fmt: skip
+    proc = run_cli(
+        "fmnist.bench",
+        f"paths.log_dir={tmp_path}",
+        "bench.engines=[eager,tensorrt]",
+        f"hydra.run.dir={tmp_path / 'bench'}",
+        check=False,
+    )
     assert proc.returncode == 1 and "bench.engines" in proc.stderr and "onnxruntime" in proc.stderr
     assert not (tmp_path / "bench" / "summary.json").exists()
 

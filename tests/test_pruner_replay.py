@@ -7,8 +7,13 @@ from fmnist.pruner_replay import build_pruner, measure, replay
 
 
 def _curve(trial, values, diverged=False, max_epochs=3):
-    return {"trial": trial, "values": values, "test": [v - 0.01 for v in values], "max_epochs": max_epochs,
-            "diverged": diverged}  # fmt: skip
+    return {
+        "trial": trial,
+        "values": values,
+        "test": [v - 0.01 for v in values],
+        "max_epochs": max_epochs,
+        "diverged": diverged,
+    }
 
 
 GOOD, BAD, BETTER = [0.80, 0.85, 0.88], [0.30, 0.35, 0.40], [0.82, 0.86, 0.89]

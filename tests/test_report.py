@@ -7,10 +7,10 @@ import re
 import pytest
 
 from fmnist.core import runs
-from fmnist.ops.training import train
 from fmnist.prune import prune
 from fmnist.report import _prune_over_seeds, run_name
 from fmnist.report import main as report_main
+from fmnist.training.run import train
 from tests.helpers import TINY, run_cli, small_cfg, sweep_cmd
 
 
@@ -19,18 +19,47 @@ def outputs(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("outputs")
     train(small_cfg(root / "runs" / "basic", "data.subset=3000", "data.val_size=500"))
     run_cli(*sweep_cmd(root / "sweeps" / "s", "hydra.sweeper.n_trials=2", "optimizer.lr=0.01,0.001"))
-    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "optimizer.momentum=0.9,0.99", "trainer.seed=0,1",
-            f"hydra.sweep.dir={root / 'compare_momentum'}")  # fmt: skip
-    run_cli("fmnist.train", "--multirun", "~hparams_search", *TINY, "trainer.seed=0,1",
-            f"hydra.sweep.dir={root / 'medium_seeds'}")  # fmt: skip
+    run_cli(
+        "fmnist.train",
+        "--multirun",
+        "~hparams_search",
+        *TINY,
+        "optimizer.momentum=0.9,0.99",
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={root / 'compare_momentum'}",
+    )
+    run_cli(
+        "fmnist.train",
+        "--multirun",
+        "~hparams_search",
+        *TINY,
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={root / 'medium_seeds'}",
+    )
     for name, seed in (("p", 42), ("p_seed1", 1)):  # the same method over two seeds
-        prune(small_cfg(root / "prune" / name, f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
-                        "prune.layers=[fc1]", "prune.step=25", "prune.tolerance=1", "data.subset=3000",
-                        "data.val_size=500", f"trainer.seed={seed}", config_name="prune"))  # fmt: skip
-    run_cli("fmnist.bench", f"paths.log_dir={root}", "bench.images=2000", "bench.repeats=2", "bench.max_repeats=2",
-            "trainer.threads=1",
-            "bench.engines=[eager,onnxruntime]",
-            f"hydra.run.dir={root / 'bench' / 'b'}")  # fmt: skip
+        prune(
+            small_cfg(
+                root / "prune" / name,
+                f"prune.checkpoint={root / 'sweeps' / 's' / 'best.json'}",
+                "prune.layers=[fc1]",
+                "prune.step=25",
+                "prune.tolerance=1",
+                "data.subset=3000",
+                "data.val_size=500",
+                f"trainer.seed={seed}",
+                config_name="prune",
+            )
+        )
+    run_cli(
+        "fmnist.bench",
+        f"paths.log_dir={root}",
+        "bench.images=2000",
+        "bench.repeats=2",
+        "bench.max_repeats=2",
+        "trainer.threads=1",
+        "bench.engines=[eager,onnxruntime]",
+        f"hydra.run.dir={root / 'bench' / 'b'}",
+    )
     return root
 
 
@@ -39,8 +68,10 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     md = (outputs / "report" / "report.md").read_text()
     assert md.count("_Missing") == 1 and "_Missing: no top configurations retrained over seeds" in md
     # the basic model over seeds (a multirun of one configuration): mean ± std [interval] (n) of the runs' own figures
-    tests = [json.loads((outputs / "medium_seeds" / str(i) / "summary.json").read_text())["best"]["test_accuracy"]
-             for i in (0, 1)]  # fmt: skip
+    tests = [
+        json.loads((outputs / "medium_seeds" / str(i) / "summary.json").read_text())["best"]["test_accuracy"]
+        for i in (0, 1)
+    ]
     assert "| fmnist, over seeds | " in md and f"| {100 * sum(tests) / 2:.2f} ± " in md and "(n=2) |" in md
     assert "| study (one run) | 91.14 | 89.32 |" in md
     # one run named instead: its own figures
@@ -56,22 +87,28 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
     assert "| study #1 | study #2 | study #3 |" in md and "| 90.10 | 90.01 | 89.97 |" in md  # the study's top three
     # the comparison's runs grouped by all but the seed, and the study's sentence judged on them
     assert "| optimizer.momentum=0.9 | 0,1 |" in md and "| optimizer.momentum=0.99 | 0,1 |" in md
-    assert re.search(r"\| momentum 0.99 does about as well as 0.9 \| momentum 0.99 − momentum 0.9 [+-]\d+\.\d\d points "
-                     r"\[[^]]+\] \(n=2\).* \| \*\*(holds|does not hold|not settled)\*\* \|", md)  # fmt: skip
+    assert re.search(
+        r"\| momentum 0.99 does about as well as 0.9 \| momentum 0.99 − momentum 0.9 [+-]\d+\.\d\d points "
+        r"\[[^]]+\] \(n=2\).* \| \*\*(holds|does not hold|not settled)\*\* \|",
+        md,
+    )
     # the search's own findings: importances of what varied among its completed trials
     assert "| optimizer.lr | 1.000 |" in md
     after = json.loads((outputs / "prune" / "p" / "summary.json").read_text())["after"]
     assert f"| (12, 16, 25) | 3,203,520 → {after['study_flops']:,} |" in md
     assert "| study | norm, no fine-tuning | (1, 7, 72) | 3,203,520 → 343,712 | 9.32x | - | 87.62 |" in md
     # the two seeds of one method grouped: mean [interval] (n=2) of their own test accuracies
-    tests = [json.loads((outputs / "prune" / n / "summary.json").read_text())["after"]["test_accuracy"]
-             for n in ("p", "p_seed1")]  # fmt: skip
+    tests = [
+        json.loads((outputs / "prune" / n / "summary.json").read_text())["after"]["test_accuracy"]
+        for n in ("p", "p_seed1")
+    ]
     assert "### Over fine-tuning seeds" in md and "| 1, 42 | (12, 16, 25) | " in md
     assert f"| {100 * sum(tests) / 2:.2f} ± " in md.split("### Over fine-tuning seeds")[1]
     bench = json.loads((outputs / "bench" / "b" / "summary.json").read_text())
     # two rounds: each speedup with its interval over them
-    cell = {e: f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n=2)"
-            for e, i in bench["speedup_interval"].items()}  # fmt: skip
+    cell = {
+        e: f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n=2)" for e, i in bench["speedup_interval"].items()
+    }
     assert f"| {cell['fastest']} | {cell['eager']} | {bench['flops_ratio']:.2f}x | ~11x |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
@@ -96,14 +133,24 @@ def test_latency_aware_and_flops_aware_selection_compared_seed_by_seed(tmp_path)
     dirs = []
     for cost, base in (("latency", 0.880), ("flops", 0.870)):
         for seed in range(3):
-            prune_cfg = {"criterion": "l2", "selection": "global", "cost": cost, "min_saving": None,
-                         "target_flops_ratio": None, "target_speedup": 6}  # fmt: skip
+            prune_cfg = {
+                "criterion": "l2",
+                "selection": "global",
+                "cost": cost,
+                "min_saving": None,
+                "target_flops_ratio": None,
+                "target_speedup": 6,
+            }
             arch = {"conv1_channels": 2, "conv2_channels": 6, "fc1_size": 30}
-            summary = {"source_checkpoint": "/ckpt/best.pt", "prune": prune_cfg, "seed": seed,
-                       "after": {"test_accuracy": base + 0.002 * seed + 0.001 * (cost == "latency") * seed,
-                                 "arch": arch},
-                       "flops_ratio": 9.0, "predicted_speedup": 6.1,
-                       "measured": {"speedup": 5.5 + 0.1 * seed}}  # fmt: skip
+            summary = {
+                "source_checkpoint": "/ckpt/best.pt",
+                "prune": prune_cfg,
+                "seed": seed,
+                "after": {"test_accuracy": base + 0.002 * seed + 0.001 * (cost == "latency") * seed, "arch": arch},
+                "flops_ratio": 9.0,
+                "predicted_speedup": 6.1,
+                "measured": {"speedup": 5.5 + 0.1 * seed},
+            }
             dirs.append(tmp_path / f"{cost}{seed}")
             runs.write_summary("prune", summary, dirs[-1])
     md = _prune_over_seeds(dirs)

@@ -9,17 +9,32 @@ import pytest
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.stats import against
-from fmnist.ops.trials import columns
 from fmnist.pruner_replay import curves_of
 from fmnist.retrain import configurations, finish, main, retrain, top
+from fmnist.search.trials import columns
 from tests.helpers import SMALL
 
 
 def _sweep_table(folder, rows):
-    base = {"conv1_kernel": 3, "conv2_kernel": 5, "conv1_channels": 8, "conv2_channels": 8, "fc1_size": 50,
-            "batch_size": 64, "momentum": 0.9, "weight_init": "xavier_normal", "max_epochs": 2, "test_accuracy": "",
-            "test_loss": "", "train_accuracy": "", "best_epoch": "", "seconds": 1, "reason": "", "run_dir": "",
-            "rank": ""}  # fmt: skip
+    base = {
+        "conv1_kernel": 3,
+        "conv2_kernel": 5,
+        "conv1_channels": 8,
+        "conv2_channels": 8,
+        "fc1_size": 50,
+        "batch_size": 64,
+        "momentum": 0.9,
+        "weight_init": "xavier_normal",
+        "max_epochs": 2,
+        "test_accuracy": "",
+        "test_loss": "",
+        "train_accuracy": "",
+        "best_epoch": "",
+        "seconds": 1,
+        "reason": "",
+        "run_dir": "",
+        "rank": "",
+    }
     runs.write_csv([{**base, **r} for r in rows], columns(), folder / "summary.csv")
 
 
@@ -27,11 +42,14 @@ def test_a_pruned_better_configuration_is_found_when_trained_to_the_end(tmp_path
     # what the sweep saw: trial 0 (lr 0.001) completed and picked; trial 1 (lr 0.01) pruned after one epoch.
     # Trained to the end, lr 0.01 learns far faster in two epochs: pruning lost the best configuration here.
     sweep, out = tmp_path / "sweep", tmp_path / "retrained"
-    _sweep_table(sweep, [
-        {"trial": 0, "state": "COMPLETE", "lr": 0.001, "epochs": 2, "val_accuracy": 0.9},
-        {"trial": 1, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.5},
-        {"trial": 2, "state": "FAIL", "lr": 0.01, "epochs": 0, "val_accuracy": ""},  # trained nothing: skipped
-    ])  # fmt: skip
+    _sweep_table(
+        sweep,
+        [
+            {"trial": 0, "state": "COMPLETE", "lr": 0.001, "epochs": 2, "val_accuracy": 0.9},
+            {"trial": 1, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.5},
+            {"trial": 2, "state": "FAIL", "lr": 0.01, "epochs": 0, "val_accuracy": ""},  # trained nothing: skipped
+        ],
+    )
     extra = [o for o in SMALL if not o.startswith("trainer.max_epochs")] + ["trainer.precision=fp32"]
     result = retrain(sweep, out, jobs=2, extra=extra)
     assert [t["trial"] for t in result["trials"]] == [0, 1]
@@ -59,12 +77,15 @@ def test_a_folder_without_a_sweep_table_is_refused(tmp_path):
 def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_study(tmp_path):
     # trial 3 has the best validation accuracy but was pruned: it does not count; the top two are trials 1 and 0
     sweep, out = tmp_path / "sweep", tmp_path / "finished"
-    _sweep_table(sweep, [
-        {"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.70, "test_accuracy": 0.69},
-        {"trial": 1, "state": "COMPLETE", "lr": 0.01, "fc1_size": 100, "epochs": 1, "val_accuracy": 0.72},
-        {"trial": 2, "state": "COMPLETE", "lr": 0.001, "epochs": 1, "val_accuracy": 0.40},
-        {"trial": 3, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.95},
-    ])  # fmt: skip
+    _sweep_table(
+        sweep,
+        [
+            {"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.70, "test_accuracy": 0.69},
+            {"trial": 1, "state": "COMPLETE", "lr": 0.01, "fc1_size": 100, "epochs": 1, "val_accuracy": 0.72},
+            {"trial": 2, "state": "COMPLETE", "lr": 0.001, "epochs": 1, "val_accuracy": 0.40},
+            {"trial": 3, "state": "PRUNED", "lr": 0.01, "epochs": 1, "val_accuracy": 0.95},
+        ],
+    )
     extra = [o for o in SMALL if not o.startswith("trainer.max_epochs")] + ["trainer.precision=fp32"]
     result = finish(sweep, out, k=2, seeds=2, jobs=2, extra=extra)
     assert [c["trial"] for c in result["configurations"]] == [1, 0]
@@ -97,20 +118,32 @@ def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_
     # its time: the four runs' own, not only the one this invocation trained
     own = [runs.read_summary(out / t / f"seed{s}", "train")["wall_seconds"] for t in ("0", "1") for s in (0, 1)]
     assert again["runs"] == 4 and again["run_seconds"] == pytest.approx(sum(own))
-    assert again["run_seconds"] > again["seconds"] and f"4 runs of {sum(own) / 60:.1f} min in all" in (
-        out / "finish.md").read_text()  # fmt: skip
+    assert (
+        again["run_seconds"] > again["seconds"]
+        and f"4 runs of {sum(own) / 60:.1f} min in all" in (out / "finish.md").read_text()
+    )
 
 
 def test_pruned_trials_fill_the_top_deepest_first_below_every_completed_one_and_a_repeat_counts_once(tmp_path):
     # ASHA on a short budget completes few trials: the top three then takes the pruned trials that trained longest
-    _sweep_table(tmp_path, [
-        {"trial": 0, "state": "PRUNED", "lr": 0.01, "momentum": 0.99, "epochs": 1, "val_accuracy": 0.95},  # shallowest
-        {"trial": 1, "state": "COMPLETE", "lr": 0.01, "epochs": 2, "val_accuracy": 0.70},
-        {"trial": 2, "state": "PRUNED", "lr": 0.001, "epochs": 4, "val_accuracy": 0.60},
-        {"trial": 3, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.80},
-        {"trial": 4, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.79},  # 3 again
-        {"trial": 5, "state": "DIVERGED", "lr": 0.1, "epochs": 3, "val_accuracy": 0.10},  # never fills a place
-    ])  # fmt: skip
+    _sweep_table(
+        tmp_path,
+        [
+            {
+                "trial": 0,
+                "state": "PRUNED",
+                "lr": 0.01,
+                "momentum": 0.99,
+                "epochs": 1,
+                "val_accuracy": 0.95,
+            },  # shallowest
+            {"trial": 1, "state": "COMPLETE", "lr": 0.01, "epochs": 2, "val_accuracy": 0.70},
+            {"trial": 2, "state": "PRUNED", "lr": 0.001, "epochs": 4, "val_accuracy": 0.60},
+            {"trial": 3, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.80},
+            {"trial": 4, "state": "PRUNED", "lr": 0.01, "fc1_size": 100, "epochs": 4, "val_accuracy": 0.79},  # 3 again
+            {"trial": 5, "state": "DIVERGED", "lr": 0.1, "epochs": 3, "val_accuracy": 0.10},  # never fills a place
+        ],
+    )
     assert [int(r["trial"]) for r in top(tmp_path, 3)] == [1, 3, 2]
     assert [int(r["trial"]) for r in top(tmp_path, 4)] == [1, 3, 2, 0]
     with pytest.raises(UserError, match=r"4 distinct configuration\(s\) that trained \(1 completed\).*--top 5"):
@@ -121,8 +154,11 @@ def test_finishing_refuses_what_it_cannot_do(tmp_path, capsys):
     _sweep_table(tmp_path, [{"trial": 0, "state": "COMPLETE", "lr": 0.01, "epochs": 1, "val_accuracy": 0.7}])
     with pytest.raises(UserError, match=r"1 distinct configuration\(s\) that trained \(1 completed\).*--top 2"):
         top(tmp_path, 2)
-    for argv, says in ((["--seeds", "3"], "--seeds needs --top K"), (["--top", "0"], "--top 0: give at least 1"),
-                       (["--top", "1", "trainer.seed=3"], "drop the trainer.seed override")):  # fmt: skip
+    for argv, says in (
+        (["--seeds", "3"], "--seeds needs --top K"),
+        (["--top", "0"], "--top 0: give at least 1"),
+        (["--top", "1", "trainer.seed=3"], "drop the trainer.seed override"),
+    ):
         with pytest.raises(SystemExit) as e:
             main([str(tmp_path), "--out", str(tmp_path / "out"), *argv])
         assert says in str(e.value) and str(e.value).startswith("error: ")

@@ -24,8 +24,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_heap_stops_page_faulting_each_allocation_anew():
-    on, off = (int(subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
-                                  check=True).stdout) for mode in ("on", "off"))  # fmt: skip
+    on, off = (
+        int(subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True).stdout)
+        for mode in ("on", "off")
+    )
     # by default every allocation faults its pages in again; kept, the heap grows a few times while its free space
     # settles (1-3 allocations' pages seen), then every allocation reuses pages already in
     assert 4 * on <= off, (on, off)

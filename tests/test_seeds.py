@@ -6,13 +6,13 @@ import math
 
 import pytest
 
+from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.stats import against, interval, paired, prob_above, ratio
-from fmnist.ops.seeds import group_runs
-from fmnist.ops.training import train
 from fmnist.seeds import main
 from fmnist.sweep_summary import main as sweep_summary
+from fmnist.training.run import train
 from tests.helpers import small_cfg
 
 
@@ -75,8 +75,11 @@ def _run(folder, seed, precision, val, status="completed"):
         "trainer": {"seed": seed, "max_epochs": 40, "threads": seed},
     }  # threads differ: not part of a group
     best = {"epoch": 10 + seed, "val_accuracy": val, "test_accuracy": val - 0.01, "val_loss": 0.3, "test_loss": 0.3}
-    runs.write_summary("train", {"status": status, "best": best, "config": config, "device": "cpu",
-                                 "precision": {"used": precision}}, folder)  # fmt: skip
+    runs.write_summary(
+        "train",
+        {"status": status, "best": best, "config": config, "device": "cpu", "precision": {"used": precision}},
+        folder,
+    )
 
 
 def test_probability_that_a_mean_is_above_a_number():
@@ -111,8 +114,15 @@ def test_runs_grouped_by_all_but_the_seed_and_compared_seed_by_seed(tmp_path):
 
 def test_the_command_on_real_runs(tmp_path, capsys):
     for seed in (0, 1):
-        train(small_cfg(tmp_path / "runs" / str(seed), f"trainer.seed={seed}", "data.subset=2000",
-                        "data.val_size=500", "trainer.precision=fp32"))  # fmt: skip
+        train(
+            small_cfg(
+                tmp_path / "runs" / str(seed),
+                f"trainer.seed={seed}",
+                "data.subset=2000",
+                "data.val_size=500",
+                "trainer.precision=fp32",
+            )
+        )
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     (group,) = json.loads((tmp_path / "out" / "seeds.json").read_text())["groups"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fmnist.core.errors import UserError
-from fmnist.ops.storage import open_storage
+from fmnist.search.storage import open_storage
 from tests.helpers import read_rows, run_cli, sweep_cmd, worker
 from tests.postgres import free_port
 
@@ -67,8 +67,14 @@ def journal_sweep(tmp_path_factory, data_root):
     """Two workers on one journal file (no database server), 2 epochs a trial, the default ASHA pruner."""
     sweep = tmp_path_factory.mktemp("journal") / "s"
     log = sweep / "optuna.log"
-    cmd = sweep_cmd(sweep, f"hydra.sweeper.storage='journal://{log}'", "hydra.sweeper.n_trials=4",
-                    "trainer.max_epochs=2", "optimizer.lr=0.01,0.001", "model.fc1_size=50,100")  # fmt: skip
+    cmd = sweep_cmd(
+        sweep,
+        f"hydra.sweeper.storage='journal://{log}'",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=2",
+        "optimizer.lr=0.01,0.001",
+        "model.fc1_size=50,100",
+    )
     procs = [worker(cmd) for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
@@ -93,10 +99,21 @@ def test_optuna_dashboard_shows_a_real_sweep_with_its_per_epoch_values(journal_s
     sweep, log = journal_sweep
     port = free_port()
     dashboard = subprocess.Popen(
-        [str(Path(sys.executable).parent / "optuna-dashboard"), str(log), "--storage-class", "JournalFileStorage",
-         "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "optuna-dashboard"),
+            str(log),
+            "--storage-class",
+            "JournalFileStorage",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, studies = time.time() + 60, None
         while studies is None:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fmnist.ops.trials import peak_workers, wall_seconds
+from fmnist.search.trials import peak_workers, wall_seconds
 from tests.helpers import REPO, TINY, read_rows, run_cli, sweep_cmd
 
 
@@ -94,8 +94,16 @@ def test_compare_plots_are_pngs(sweep):
 def test_every_trial_failing_fails_the_sweep(tmp_path, data_root):
     # lr=50 ends in NaN in fp32 but may only stall at chance in bf16 (auto's pick on a CPU with native bf16):
     # chance_patience=1 makes either a divergence within the one epoch
-    proc = run_cli(*sweep_cmd(tmp_path / "s", "hydra.sweeper.n_trials=2", "optimizer.lr=50", "model.fc1_size=50,100",
-                              "trainer.chance_patience=1"), check=False)  # fmt: skip
+    proc = run_cli(
+        *sweep_cmd(
+            tmp_path / "s",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.lr=50",
+            "model.fc1_size=50,100",
+            "trainer.chance_patience=1",
+        ),
+        check=False,
+    )
     assert proc.returncode != 0 and "every trial of study" in proc.stderr and "diverged" in proc.stderr
 
 
@@ -124,15 +132,21 @@ def test_killed_sweep_resumes_with_stale_trial_rerun(tmp_path, data_root):
 def test_two_workers_share_one_study(tmp_path, data_root):
     sweep_dir = tmp_path / "s"
     cmd = sweep_cmd(sweep_dir, "hydra.sweeper.n_trials=4", "optimizer.lr=0.01,0.001", "model.fc1_size=50,100")
-    procs = [subprocess.Popen([sys.executable, "-m", *cmd], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", *cmd], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     with sqlite3.connect(sweep_dir / "optuna.db") as db:
         workers = db.execute("select distinct value_json from trial_system_attributes where key='fmnist:worker'")
         assert len(workers.fetchall()) == 2, "both workers ran trials"
-        spans = [json.loads(v) for (v,) in db.execute(
-            "select value_json from study_user_attributes where key like 'fmnist:spans:%'")]  # fmt: skip
+        spans = [
+            json.loads(v)
+            for (v,) in db.execute("select value_json from study_user_attributes where key like 'fmnist:spans:%'")
+        ]
     rows = read_rows(sweep_dir / "summary.csv")
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     assert len({(r["lr"], r["fc1_size"]) for r in rows}) == 4  # no grid point lost or run twice
@@ -144,16 +158,24 @@ def test_two_workers_share_one_study(tmp_path, data_root):
 
 
 def test_wall_time_is_the_union_of_worker_spans():
-    study = SimpleNamespace(user_attrs={"fmnist:spans:a": [[0, 10], [20, 25]], "fmnist:spans:b": [[5, 12]],
-                                        "fmnist:pruner": "none"})  # fmt: skip
+    study = SimpleNamespace(
+        user_attrs={"fmnist:spans:a": [[0, 10], [20, 25]], "fmnist:spans:b": [[5, 12]], "fmnist:pruner": "none"}
+    )
     assert wall_seconds(study) == 17
     assert peak_workers(study) == 2  # a and b overlap in [5, 10]; a's second span (a resume) adds no worker
 
 
 def test_default_sweep_folder_and_storage(tmp_path, data_root):
     """No dirs given: the sweep lands in ./outputs/sweeps/<study_name>/ with an absolute sqlite storage there."""
-    run_cli("fmnist.train", "--multirun", *TINY, "hydra.sweeper.study_name=s1", "hydra.sweeper.n_trials=1",
-            f"data.root={data_root}", cwd=tmp_path)  # fmt: skip
+    run_cli(
+        "fmnist.train",
+        "--multirun",
+        *TINY,
+        "hydra.sweeper.study_name=s1",
+        "hydra.sweeper.n_trials=1",
+        f"data.root={data_root}",
+        cwd=tmp_path,
+    )
     sweep_dir = tmp_path / "outputs" / "sweeps" / "s1"
     assert (sweep_dir / "optuna.db").exists() and (sweep_dir / "0" / "summary.json").exists()
     assert json.loads((sweep_dir / "best.json").read_text())["run_dir"] == str(sweep_dir / "0")
@@ -174,8 +196,16 @@ def pruned_sweep(tmp_path_factory, data_root):
 
 def _fixed_lr_sweep(sweep_dir, lr: str, n_trials: int) -> list[str]:
     """The same study continued with another fixed lr (nothing sampled: the grid sampler would see one point)."""
-    return ["fmnist.train", "--multirun", *TINY, "trainer.max_epochs=3", f"hydra.sweep.dir={sweep_dir}",
-            "hydra.sweeper.params=null", f"optimizer.lr={lr}", f"hydra.sweeper.n_trials={n_trials}"]  # fmt: skip
+    return [
+        "fmnist.train",
+        "--multirun",
+        *TINY,
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.params=null",
+        f"optimizer.lr={lr}",
+        f"hydra.sweeper.n_trials={n_trials}",
+    ]
 
 
 def test_pruner_stops_a_clearly_worse_trial(pruned_sweep):
@@ -188,8 +218,9 @@ def test_pruner_stops_a_clearly_worse_trial(pruned_sweep):
     assert summary["status"] == "pruned" and summary["epochs_run"] == 1 and (run / "checkpoints" / "last.pt").exists()
     assert len(read_rows(run / "metrics.csv")) == 1
     with sqlite3.connect(pruned_sweep / "optuna.db") as db:  # Optuna's own record: PRUNED with its last value
-        state, value = db.execute("select t.state, v.value from trials t join trial_values v using (trial_id) "
-                                  "where t.number = 1").fetchone()  # fmt: skip
+        state, value = db.execute(
+            "select t.state, v.value from trials t join trial_values v using (trial_id) where t.number = 1"
+        ).fetchone()
     assert state == "PRUNED" and value == pytest.approx(float(rows[1]["val_accuracy"]))
     sweep = json.loads((pruned_sweep / "summary.json").read_text())
     assert sweep["kind"] == "sweep" and sweep["pruner"] == "SuccessiveHalvingPruner"
@@ -209,8 +240,16 @@ def test_replay_refuses_a_pruned_sweep(pruned_sweep):
 def test_replay_of_an_unpruned_sweep(tmp_path, data_root):
     """Two real trials, unpruned (lr 0.01 and a clearly slower 1e-4), replayed through every pruner."""
     sweep_dir = tmp_path / "s"
-    run_cli(*sweep_cmd(sweep_dir, "hydra/sweeper/pruner=none", "trainer.max_epochs=2", "hydra.sweeper.n_trials=2",
-                       "optimizer.lr=0.01,0.0001", "trainer.chance_patience=null"))  # fmt: skip
+    run_cli(
+        *sweep_cmd(
+            sweep_dir,
+            "hydra/sweeper/pruner=none",
+            "trainer.max_epochs=2",
+            "hydra.sweeper.n_trials=2",
+            "optimizer.lr=0.01,0.0001",
+            "trainer.chance_patience=null",
+        )
+    )
     proc = run_cli("fmnist.pruner_replay", str(sweep_dir), "--orders", "8")
     results = {r["pruner"]: r for r in json.loads((sweep_dir / "pruner_replay.json").read_text())["results"]}
     assert set(results) == {"asha", "hyperband", "median", "none"}
@@ -234,15 +273,19 @@ def test_resumed_pruning_sweep_keeps_its_decisions(pruned_sweep):
     "overrides, message",
     [
         (["hydra/sweeper/pruner=foo"], "Could not find 'hydra/sweeper/pruner/foo'"),
-        (["hydra.sweeper.pruner.min_resource=5", "trainer.max_epochs=2"],
-         "error: hydra.sweeper.pruner.min_resource=5 is above trainer.max_epochs=2"),
-        (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=9"],
-         "error: hydra.sweeper.pruner.max_resource=9 is above trainer.max_epochs=1"),
+        (
+            ["hydra.sweeper.pruner.min_resource=5", "trainer.max_epochs=2"],
+            "error: hydra.sweeper.pruner.min_resource=5 is above trainer.max_epochs=2",
+        ),
+        (
+            ["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.max_resource=9"],
+            "error: hydra.sweeper.pruner.max_resource=9 is above trainer.max_epochs=1",
+        ),
         (["~hparams_search", "hydra/sweeper/pruner=median"], "Could not override 'hydra/sweeper/pruner'"),
         (["hydra.sweeper.grace_period=20"], "error: hydra.sweeper.grace_period=20 must exceed heartbeat_interval=30"),
         (["hydra.sweeper.heartbeat_interval=0"], "error: hydra.sweeper.heartbeat_interval=0 must be a positive number"),
     ],
-)  # fmt: skip
+)
 def test_bad_pruner_input(tmp_path, overrides, message):
     basic = overrides[0] == "~hparams_search"  # Hydra's basic sweeper has no sampler to set either
     cmd = ["fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", *overrides] if basic else None
@@ -255,7 +298,7 @@ def test_a_job_that_cannot_reach_its_storage_fails_with_the_reason(tmp_path):
     from omegaconf import OmegaConf
 
     from fmnist.core.errors import UserError
-    from fmnist.ops.sweeper import pruning_callback
+    from fmnist.search.sweeper import pruning_callback
 
     storage = f"sqlite:///{tmp_path}/no/such/dir/optuna.db"
     sweeper = {"pruner": {"_target_": "optuna.pruners.MedianPruner"}, "study_name": "s", "storage": storage}
@@ -265,11 +308,18 @@ def test_a_job_that_cannot_reach_its_storage_fails_with_the_reason(tmp_path):
 
 
 def test_single_run_never_imports_optuna(tmp_path, data_root):
-    script = ("import runpy, sys; sys.argv = ['fmnist.train', *sys.argv[1:]]\n"
-              "try:\n    runpy.run_module('fmnist.train', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-              "print('optuna imported:', 'optuna' in sys.modules)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", script, *TINY, f"hydra.run.dir={tmp_path}"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    script = (
+        "import runpy, sys; sys.argv = ['fmnist.train', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('fmnist.train', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('optuna imported:', 'optuna' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *TINY, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "optuna imported: False" in out.stdout, out.stderr[-2000:] and (tmp_path / "summary.json").exists()
 
 
@@ -277,8 +327,15 @@ def test_repeated_proposals_are_answered_without_training(tmp_path, data_root):
     """Seeded TPE over a 2-point space asked for 3 trials: every repeat of a finished configuration is answered with
     its outcome (no folder, not counted), and once only repeats come the sweep stops with the 2 it could train."""
     sweep_dir = tmp_path / "s"
-    proc = run_cli("fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.params=null",
-                   "optimizer.lr=0.01,0.001", "hydra.sweeper.n_trials=3")  # fmt: skip
+    proc = run_cli(
+        "fmnist.train",
+        "--multirun",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.params=null",
+        "optimizer.lr=0.01,0.001",
+        "hydra.sweeper.n_trials=3",
+    )
     assert "search space looks exhausted" in proc.stderr + proc.stdout
     rows = read_rows(sweep_dir / "summary.csv")
     assert sorted(r["lr"] for r in rows) == ["0.001", "0.01"]  # each configuration trained once
@@ -293,7 +350,7 @@ def test_a_proposal_twin_of_a_running_trial_is_found_and_the_last_write_dates_it
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from fmnist.ops.sweeper import last_activity, running_twin
+    from fmnist.search.sweeper import last_activity, running_twin
 
     study = optuna.create_study(direction="maximize")
     space = {"model.fc1_size": CategoricalDistribution([50, 100])}
@@ -323,8 +380,15 @@ def test_a_study_written_by_an_older_optuna_says_how_to_upgrade_and_is_left_alon
         db.execute("update alembic_version set version_num='v2.6.0.a'")
         db.execute("update version_info set library_version='2.10.1'")
     before = (sweep / "optuna.db").read_bytes()
-    proc = run_cli("fmnist.train", "--multirun", *TINY, f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=old",
-                   "hydra.sweeper.n_trials=1", check=False)  # fmt: skip
+    proc = run_cli(
+        "fmnist.train",
+        "--multirun",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.study_name=old",
+        "hydra.sweeper.n_trials=1",
+        check=False,
+    )
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert f"`optuna storage upgrade --storage {url}`" in last
@@ -334,9 +398,10 @@ def test_a_study_written_by_an_older_optuna_says_how_to_upgrade_and_is_left_alon
 
 
 def test_two_tpe_workers_with_constant_liar_still_propose_a_configuration_the_other_is_running():
-    """Why the twin wait stays (ops/sweeper.py _await_twin): fmnist's TPE settings (seeded, constant_liar) with two
-    workers asking one study in turn, on the study's all-categorical grid with an objective fixed per configuration.
-    Measured with `tpe_seeded`'s settings over 20 such studies (the second worker reseeded as the sweeper does):
+    """Why the twin wait stays (fmnist/search/sweeper.py _await_twin): fmnist's TPE settings (seeded, constant_liar)
+    with two workers asking one study in turn, on the study's all-categorical grid with an objective fixed per
+    configuration. Measured with `tpe_seeded`'s settings over 20 such studies (the second worker reseeded as the
+    sweeper does):
     113 of 800 proposals equalled the other worker's running trial."""
     import random
     import zlib
@@ -353,9 +418,16 @@ def test_two_tpe_workers_with_constant_liar_still_propose_a_configuration_the_ot
         return 0.9 - 0.3 * (params["optimizer.lr"] == 0.1) - 0.02 * (params["optimizer.lr"] == 0.001) + 0.01 * draw
 
     storage, twins = optuna.storages.InMemoryStorage(), 0
-    workers = [optuna.create_study(storage=storage, study_name="s", direction="maximize", load_if_exists=True,
-                                   sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True))
-               for seed in (1234, 1235)]  # fmt: skip
+    workers = [
+        optuna.create_study(
+            storage=storage,
+            study_name="s",
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        )
+        for seed in (1234, 1235)
+    ]
     running = [w.ask(space) for w in workers]
     for turn in range(38):  # the workers' trials end in turn; the freed one asks again
         w = turn % 2

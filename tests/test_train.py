@@ -10,8 +10,8 @@ import torch
 
 from fmnist.core import checkpoint
 from fmnist.core.errors import ConfigError
-from fmnist.ops.training import train
 from fmnist.train import main, metric_value
+from fmnist.training.run import train
 from tests.helpers import REPO, SMALL, read_rows, run_cli, small_cfg
 
 
@@ -40,7 +40,7 @@ def test_checkpoints_load_weights_only_and_reproduce_metrics(two_epochs, data_ro
     model, ckpt = checkpoint.load_model(out / "checkpoints" / "best.pt")  # weights_only=True inside
     assert ckpt["epoch"] == summary["best"]["epoch"] and ckpt["arch"]["conv1_channels"] == 12
     from fmnist.core.data import load_splits
-    from fmnist.ops.loop import evaluate
+    from fmnist.training.loop import evaluate
 
     data = load_splits(small_cfg(out).data)
     # in the precision the run measured it in: auto picks bf16 on a CPU with native bf16, and bf16 logits differ
@@ -62,8 +62,13 @@ def test_killed_run_resumes_to_the_same_metrics(two_epochs, tmp_path):
     _, uninterrupted = two_epochs
     # the precision the uninterrupted run used: auto times fp32 against bf16 on a CPU with native bf16, and this
     # process's timing, under the other test worker's load, may choose otherwise (other arithmetic, other metrics)
-    args = ["fmnist.train", *SMALL, "trainer.max_epochs=2", f"trainer.precision={uninterrupted['precision']['used']}",
-            f"hydra.run.dir={run_dir}"]  # fmt: skip
+    args = [
+        "fmnist.train",
+        *SMALL,
+        "trainer.max_epochs=2",
+        f"trainer.precision={uninterrupted['precision']['used']}",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -111,9 +116,14 @@ def test_cli_errors_are_one_line(tmp_path):
     assert bad_model.returncode == 1
     assert bad_model.stderr.strip().splitlines()[-1].startswith("error: model.conv1_kernel=3 and model.conv2_kernel=30")
     no_data = run_cli(
-        "fmnist.train", *SMALL, f"data.root={tmp_path}/empty", "data.system_dir=null", "data.download=false",
-        f"hydra.run.dir={tmp_path}/b", check=False,
-    )  # fmt: skip
+        "fmnist.train",
+        *SMALL,
+        f"data.root={tmp_path}/empty",
+        "data.system_dir=null",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path}/b",
+        check=False,
+    )
     assert no_data.returncode == 1 and "has no Fashion-MNIST files: install dataset-fashion-mnist" in no_data.stderr
     unknown = run_cli("fmnist.train", "model.depth=3", check=False)
     assert unknown.returncode == 1 and "Could not override 'model.depth'" in unknown.stderr

@@ -1,1 +1,1 @@
-"""Foundations: what every stage stands on. Imports nothing from fmnist.ops or the stages."""
+"""Foundations: what every stage stands on. Imports nothing above it."""

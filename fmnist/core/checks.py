@@ -4,8 +4,8 @@ a ConfigError naming the key and the fix.
 Hydra already refuses unknown keys (the groups are plain YAML under struct mode); what it cannot know is that a batch
 size of 0 or a momentum of 2 makes no sense. The groups every stage shares (model, optimizer, data, trainer, logger)
 are checked here; a stage's own group is checked next to the code that owns its choices (prune by
-fmnist.ops.selection, latency by fmnist.ops.latency, bench by fmnist.ops.engines, bench_conv by its stage), and the
-stage hands those checks to `check`.
+fmnist.pruning.selection, latency by fmnist.pruning.latency, bench by fmnist.pruning.engines, bench_conv by its
+stage), and the stage hands those checks to `check`.
 """
 
 from __future__ import annotations

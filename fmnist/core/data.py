@@ -138,7 +138,10 @@ def load_splits(cfg, device: torch.device | str = "cpu") -> Splits:
         return normalize(x, cfg.mean, cfg.std, device)
 
     return Splits(
-        prep(train_x[train_idx]), train_y[train_idx].to(device),
-        prep(train_x[val_idx]), train_y[val_idx].to(device),
-        prep(test_x), test_y.to(device),
-    )  # fmt: skip
+        prep(train_x[train_idx]),
+        train_y[train_idx].to(device),
+        prep(train_x[val_idx]),
+        train_y[val_idx].to(device),
+        prep(test_x),
+        test_y.to(device),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fmnist.core.model import CLASSES, map_sides
+from fmnist.core.model import layers
 
 
 def conv_macs(out_side: int, c_in: int, kernel: int, c_out: int) -> int:
@@ -20,22 +20,13 @@ def conv_macs(out_side: int, c_in: int, kernel: int, c_out: int) -> int:
 
 
 def layer_counts(arch: dict) -> dict[str, dict[str, int]]:
-    """Per layer: macs, study_flops and params, from (c1, k1, c2, k2, f1) alone."""
-    c1, k1, c2, k2, f1 = (
-        arch[k] for k in ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
-    )
-    h1, h2 = map_sides(k1, k2)
-    fc1_in = c2 * h2 * h2
-    conv1 = conv_macs(h1, 1, k1, c1)
-    conv2 = conv_macs(h2, c1, k2, c2)
-    fc1 = f1 * fc1_in
-    fc2 = f1 * CLASSES
-    return {
-        "conv1": {"macs": conv1, "study_flops": conv1 + 2 * c1 * h1 * h1, "params": c1 * k1 * k1 + c1},
-        "conv2": {"macs": conv2, "study_flops": conv2 + 2 * c2 * h2 * h2, "params": c2 * c1 * k2 * k2 + c2},
-        "fc1": {"macs": fc1, "study_flops": fc1 + 2 * f1, "params": fc1 + f1},
-        "fc2": {"macs": fc2, "study_flops": fc2, "params": fc2 + CLASSES},
-    }
+    """Per layer: macs, study_flops and params, from (c1, k1, c2, k2, f1) alone (fmnist.core.model.layers)."""
+    counts = {}
+    for layer in layers(arch):
+        macs = layer.outputs * layer.fan_in  # one multiply-add per input each output value reads
+        bias_relu = 2 * layer.outputs if layer.relu else 0  # the study counts a conv's or fc1's bias add and ReLU
+        counts[layer.name] = {"macs": macs, "study_flops": macs + bias_relu, "params": layer.units * (layer.fan_in + 1)}
+    return counts
 
 
 def totals(arch: dict) -> dict[str, int]:

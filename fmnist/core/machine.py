@@ -24,8 +24,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda"):
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device={name} but {torch.cuda.device_count()} CUDA GPUs are visible: "
-                            "use trainer.device=auto or cpu")  # fmt: skip
+            raise UserError(
+                f"trainer.device={name} but {torch.cuda.device_count()} CUDA GPUs are visible: "
+                "use trainer.device=auto or cpu"
+            )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("trainer.device=mps but MPS is not available here: use trainer.device=auto or cpu")
     return torch.device(name)

@@ -10,7 +10,7 @@ model would stop learning (tests/test_precision.py trains under bf16 and checks 
 - a CPU without native bf16 (no `amx_bf16` or `avx512_bf16` flag): fp32, since autocast emulates bf16 there and is
   slower;
 - a CPU with native bf16: whichever of fp32 and bf16 runs the model's own training step faster, timed at first use
-  (`timing`, fmnist/ops/loop.py: step_times, cached per machine). A flag is not enough: on a Xeon with AMX a medium
+  (`timing`, fmnist/training/loop.py: step_times, cached per machine). A flag is not enough: on a Xeon with AMX a medium
   step ran 2.7x faster in bf16, but on one with AVX512-BF16 and no AMX it ran 1.2x slower (docs/training.md).
 """
 
@@ -30,8 +30,9 @@ NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that co
 MIN_GAIN = 1.1  # auto takes bf16 on such a CPU only if a step is at least this much faster: timings are noisy
 
 
-def resolve(name: str, device: torch.device, flags: set[str] | None = None,
-            timing: Callable[[], dict] | None = None) -> dict:  # fmt: skip
+def resolve(
+    name: str, device: torch.device, flags: set[str] | None = None, timing: Callable[[], dict] | None = None
+) -> dict:
     """{requested, used (fp32 | bf16 | fp16), why[, step_ms]} for trainer.precision on `device`, as summaries record
     it; a UserError where it cannot run there. `timing() -> {"fp32": ms, "bf16": ms}` times one training step in
     each; it is called only where auto must measure (a CPU with native bf16). Without it auto stays at fp32 there."""
@@ -43,15 +44,18 @@ def resolve(name: str, device: torch.device, flags: set[str] | None = None,
     ms = timing()
     gain = ms["fp32"] / ms["bf16"]
     used = "bf16" if gain >= MIN_GAIN else "fp32"
-    why = (f"{why}; a training step timed {ms['fp32']:.1f} ms in fp32, {ms['bf16']:.1f} ms in bf16 "
-           f"({gain:.2f}x; bf16 from {MIN_GAIN}x): {used}")  # fmt: skip
+    why = (
+        f"{why}; a training step timed {ms['fp32']:.1f} ms in fp32, {ms['bf16']:.1f} ms in bf16 "
+        f"({gain:.2f}x; bf16 from {MIN_GAIN}x): {used}"
+    )
     return {"requested": name, "used": used, "why": why, "step_ms": ms}
 
 
 def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[str, str]:
     if name == "fp16" and device.type != "cuda":
-        raise UserError(f"trainer.precision=fp16 needs a CUDA GPU (its gradient scaler); on {device.type} use bf16, "
-                        "fp32 or auto")  # fmt: skip
+        raise UserError(
+            f"trainer.precision=fp16 needs a CUDA GPU (its gradient scaler); on {device.type} use bf16, fp32 or auto"
+        )
     if name in ("bf16", "auto") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         if name == "bf16":
             raise UserError("trainer.precision=bf16 but this GPU has no bf16: use fp16, fp32 or auto")

@@ -156,7 +156,13 @@ def start_wandb(cfg, out_dir: Path, **overrides):
     import wandb  # only when used: it is slow to import
 
     settings = dict(
-        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group, tags=list(cfg.logger.tags),
-        mode=cfg.logger.mode, dir=str(out_dir), name=out_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
-    )  # fmt: skip
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        tags=list(cfg.logger.tags),
+        mode=cfg.logger.mode,
+        dir=str(out_dir),
+        name=out_dir.name,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     return wandb.init(**{**settings, **overrides})

@@ -92,5 +92,12 @@ def ratio(numerators: list[float], denominators: list[float], level: float = LEV
     low = math.exp(logs["low"]) if logs["low"] is not None else None
     high = math.exp(logs["high"]) if logs["high"] is not None else None
     half = max(high / center - 1, 1 - low / center) if low is not None else None
-    return {"n": logs["n"], "ratio": center, "low": low, "high": high, "halfwidth": half, "level": level,
-            "method": "t on log ratios, paired by round"}  # fmt: skip
+    return {
+        "n": logs["n"],
+        "ratio": center,
+        "low": low,
+        "high": high,
+        "halfwidth": half,
+        "level": level,
+        "method": "t on log ratios, paired by round",
+    }

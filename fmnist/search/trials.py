@@ -1,5 +1,6 @@
 """A sweep's trials as a table: summary.csv, summary.md, best.json and the sweep's summary.json, written by the sweeper
-at the end of a sweep and by `python -m fmnist.sweep_summary SWEEP_DIR` at any time.
+at the end of a sweep and by `python -m fmnist.sweep_summary SWEEP_DIR` at any time. What the trials say (curves,
+importances) is fmnist.analysis's, added by that stage: the sweep loop ends with its trials.
 
 Rows come from the Optuna study (state, reason) and each trial's own summary.json (metrics at its best-validation
 epoch). Selection is by validation accuracy; test accuracy is reported, never used to choose.
@@ -14,8 +15,6 @@ from omegaconf import OmegaConf
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.study import search_space
-from fmnist.ops.findings import search_findings
-from fmnist.ops.plots import sweep_curves
 
 METRICS = ("best_epoch", "val_accuracy", "test_accuracy", "test_loss", "train_accuracy")
 
@@ -29,9 +28,11 @@ def columns() -> tuple[str, ...]:
     return ("rank", "trial", "state", *params(), "epochs", *METRICS, "seconds", "reason", "run_dir")
 
 
-DUPLICATE = "fmnist:duplicate_of"  # trial system attr: a repeated proposal answered without training (ops/sweeper.py)
-STALE = "fmnist:stale:"  # study user attr per trial number: why it was failed as stale (fmnist/ops/liveness.py)
-SPANS = "fmnist:spans:"  # study user attr per worker (fmnist/ops/sweeper.py): [[start, end], ...] in epoch seconds
+DUPLICATE = (
+    "fmnist:duplicate_of"  # trial system attr: a repeated proposal answered without training (fmnist/search/sweeper.py)
+)
+STALE = "fmnist:stale:"  # study user attr per trial number: why it was failed as stale (fmnist/search/liveness.py)
+SPANS = "fmnist:spans:"  # study user attr per worker (fmnist/search/sweeper.py): [[start, end], ...] in epoch seconds
 STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAIL")  # the table's: Optuna's PRUNED split by who stopped the trial
 
 
@@ -74,7 +75,7 @@ def reruns(trials) -> dict[int, int]:
 
 
 def stale_reasons(study) -> dict[int, str]:
-    """Why each stale trial was failed (fmnist/ops/liveness.py writes them)."""
+    """Why each stale trial was failed (fmnist/search/liveness.py writes them)."""
     return {int(k[len(STALE) :]): v for k, v in study.user_attrs.items() if k.startswith(STALE)}
 
 
@@ -127,8 +128,10 @@ def budget(rows: list[dict], study) -> dict:
     trained = sum(r["epochs"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
     # a pruned trial trained at least one epoch (it was asked after one): its own seconds per epoch scale it up
-    full_seconds = sum(r["seconds"] * f / max(r["epochs"], 1) if r["state"] == "PRUNED" else r["seconds"]
-                       for r, f in zip(rows, full, strict=True))  # fmt: skip
+    full_seconds = sum(
+        r["seconds"] * f / max(r["epochs"], 1) if r["state"] == "PRUNED" else r["seconds"]
+        for r, f in zip(rows, full, strict=True)
+    )
     workers = peak_workers(study)
     return {
         "epochs_trained": trained,
@@ -175,15 +178,20 @@ def _markdown(rows: list[dict], study_name: str, spent: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trained(study) -> list:
+    """The trials that trained: a repeated proposal, answered with an earlier trial's outcome, did not."""
+    return [t for t in study.get_trials(deepcopy=False) if DUPLICATE not in t.system_attrs]
+
+
 def summarize(sweep_dir: str | Path, study) -> dict:
-    """Write summary.csv, summary.md, best.json, summary.json and the curves plot into sweep_dir."""
+    """Write summary.csv, summary.md, best.json and summary.json into sweep_dir; the rows beside best.json's path."""
     sweep_dir = Path(sweep_dir)
     rows = rows_of(study)
     spent = budget(rows, study)
     runs.write_csv(rows, columns(), sweep_dir / "summary.csv")
     runs.write_text(_markdown(rows, study.study_name, spent), sweep_dir / "summary.md")
     best = next((r for r in rows if r["state"] == "COMPLETE"), None)
-    out = {"summary_csv": str(sweep_dir / "summary.csv"), "best": best, "best_json": None}
+    out = {"summary_csv": str(sweep_dir / "summary.csv"), "best": best, "best_json": None, "rows": rows}
     if best:
         best_json = {
             "study_name": study.study_name,
@@ -197,29 +205,24 @@ def summarize(sweep_dir: str | Path, study) -> dict:
         }
         runs.write_json(best_json, sweep_dir / "best.json")
         out["best_json"] = str(sweep_dir / "best.json")
-    curves = sweep_curves(rows, sweep_dir / "plots" / "sweep_curves.png", study.study_name)
-    counted = [t for t in study.get_trials(deepcopy=False) if DUPLICATE not in t.system_attrs]  # trained trials
-    found = search_findings(study, sweep_dir, counted)  # importances.json, plots/importances.png, plots/slice.png
-    runs.write_summary("sweep", {
-        "study_name": study.study_name,
-        "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
-        "pruner": study.user_attrs.get("fmnist:pruner", "none"),
-        # proposals that repeated a finished trial, answered with its outcome instead of training it again
-        "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
-        # trials whose worker died or lost the storage mid-run: failed, not counted, their configuration run again
-        "stale_trials": len(stale_reasons(study)),
-        **spent,
-        "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
-        "precision": _precisions(rows),
-        "best": best,
-        "best_json": out["best_json"],
-        "curves": str(curves),
-        "importances": found.get("importances", {}),
-        "importance_target": found.get("target"),  # what they attribute, and on how many trials
-        "importance_trials": found.get("trials"),
-        "importance_plot": found.get("plot"),
-        "slice_plot": found.get("slice_plot"),
-    }, sweep_dir)  # fmt: skip
+    runs.write_summary(
+        "sweep",
+        {
+            "study_name": study.study_name,
+            "trials": {state: sum(r["state"] == state for r in rows) for state in STATES},
+            "pruner": study.user_attrs.get("fmnist:pruner", "none"),
+            # proposals that repeated a finished trial, answered with its outcome instead of training it again
+            "repeated_proposals": sum(DUPLICATE in t.system_attrs for t in study.get_trials(deepcopy=False)),
+            # trials whose worker died or lost the storage mid-run: failed, not counted, their configuration run again
+            "stale_trials": len(stale_reasons(study)),
+            **spent,
+            "stopped": {r["trial"]: r["epochs"] for r in rows},  # per trial: the epoch it stopped at
+            "precision": _precisions(rows),
+            "best": best,
+            "best_json": out["best_json"],
+        },
+        sweep_dir,
+    )
     return out
 
 
@@ -235,7 +238,7 @@ def load_study(sweep_dir: Path, storage: str | None = None, study_name: str | No
     """The Optuna study of a sweep folder (its optuna.db), or of another storage URL."""
     import optuna  # slow to import: the report reads summary files without it
 
-    from fmnist.ops.storage import open_storage, storage_error  # imports optuna, as above
+    from fmnist.search.storage import open_storage, storage_error  # imports optuna, as above
 
     url = storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():

@@ -18,8 +18,13 @@ from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_differe
 
 METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "epoch")  # "epoch": the best one
 # where each metric's mean can lie: its interval is cut there (fmnist/core/stats.py says why)
-BOUNDS = {"val_accuracy": ACCURACY, "test_accuracy": ACCURACY, "val_loss": (0.0, math.inf),
-          "test_loss": (0.0, math.inf), "epoch": (1.0, math.inf)}  # fmt: skip
+BOUNDS = {
+    "val_accuracy": ACCURACY,
+    "test_accuracy": ACCURACY,
+    "val_loss": (0.0, math.inf),
+    "test_loss": (0.0, math.inf),
+    "epoch": (1.0, math.inf),
+}
 
 
 def used_precision(summary: dict) -> str:
@@ -53,13 +58,17 @@ def _entry(run_dir: Path, kind: str) -> tuple[dict, int, dict | None]:
     summary = runs.read_summary(run_dir, kind)
     if kind == "prune":
         if "seed" not in summary:
-            raise UserError(f"{run_dir}/summary.json has no seed (written before prune recorded it): rerun it, "
-                            "or leave its folder out")  # fmt: skip
+            raise UserError(
+                f"{run_dir}/summary.json has no seed (written before prune recorded it): rerun it, "
+                "or leave its folder out"
+            )
         after = summary["after"]
         return prune_key(summary), summary["seed"], {m: after[m] for m in ("val_accuracy", "test_accuracy")}
     if "config" not in summary:
-        raise UserError(f"{run_dir}/summary.json has no config (written before fmnist recorded it): "
-                        "rerun it, or leave its folder out")  # fmt: skip
+        raise UserError(
+            f"{run_dir}/summary.json has no config (written before fmnist recorded it): "
+            "rerun it, or leave its folder out"
+        )
     done = summary["status"] == "completed" and summary.get("best")
     metrics = {m: summary["best"][m] for m in METRICS} if done else None
     return group_key(summary), summary["config"]["trainer"]["seed"], metrics
@@ -98,8 +107,9 @@ def group_runs(folders: list[Path]) -> dict:
         a, b = (g["runs"] for g in groups)
         if set(a) & set(b):
             common = [m for m in METRICS if m in groups[0]["stats"] and m in groups[1]["stats"]]
-            out["paired"] = {m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()})
-                             for m in common}  # fmt: skip
+            out["paired"] = {
+                m: paired({s: r[m] for s, r in a.items()}, {s: r[m] for s, r in b.items()}) for m in common
+            }
     return out
 
 
@@ -112,21 +122,30 @@ def write(result: dict, out_dir: Path) -> str:
 def markdown(result: dict) -> str:
     """The grouped table (accuracies in %, mean ± std [95 % interval] (n)) and the paired difference."""
 
-    cols = (("val_accuracy", "val %", 100, 2), ("test_accuracy", "test %", 100, 2), ("val_loss", "val loss", 1, 4),
-            ("test_loss", "test loss", 1, 4), ("epoch", "best epoch", 1, 1))  # fmt: skip
+    cols = (
+        ("val_accuracy", "val %", 100, 2),
+        ("test_accuracy", "test %", 100, 2),
+        ("val_loss", "val loss", 1, 4),
+        ("test_loss", "test loss", 1, 4),
+        ("epoch", "best epoch", 1, 1),
+    )
     lines = [f"| configuration | seeds | {' | '.join(c[1] for c in cols)} |", "|---" * (len(cols) + 2) + "|"]
     for g in result["groups"]:
         stats = [quoted(g["stats"][m], scale, d) if m in g["stats"] else "—" for m, _, scale, d in cols]
         missing = f" ({len(g['not_completed'])} not completed)" if g["not_completed"] else ""
         lines.append(f"| {g['label']} | {','.join(map(str, g['seeds']))}{missing} | {' | '.join(stats)} |")
     lines.append("")
-    lines.append("Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch "
-                 "(a prune run: its final model).")  # fmt: skip
+    lines.append(
+        "Mean ± standard deviation over seeds [95 % t interval of the mean], at each run's best epoch "
+        "(a prune run: its final model)."
+    )
     if "paired" in result:
         first, second = (g["label"] for g in result["groups"])
         pair = result["paired"]
         n = len(pair["test_accuracy"]["paired_by"])
-        lines.append(f"\nPaired by seed ({n} seeds), {second} minus {first}: test accuracy "
-                     f"{quoted_difference(pair['test_accuracy'])}, validation "
-                     f"{quoted_difference(pair['val_accuracy'])}.")  # fmt: skip
+        lines.append(
+            f"\nPaired by seed ({n} seeds), {second} minus {first}: test accuracy "
+            f"{quoted_difference(pair['test_accuracy'])}, validation "
+            f"{quoted_difference(pair['val_accuracy'])}."
+        )
     return "\n".join(lines) + "\n"

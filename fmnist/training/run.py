@@ -25,7 +25,7 @@ from fmnist.core.model import n_params
 from fmnist.core.precision import resolve as resolve_precision
 from fmnist.core.precision import scaler
 from fmnist.core.runs import METRICS
-from fmnist.ops import loop
+from fmnist.training import loop
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     torch.manual_seed(cfg.trainer.seed)  # model init
     model = loop.build_model(cfg.model)
     model.to(device)
-    timing = functools.partial(loop.step_times, model, cfg.optimizer, cfg.data.batch_size, device,
-                               cfg.trainer.precision_cache)  # fmt: skip
+    timing = functools.partial(
+        loop.step_times, model, cfg.optimizer, cfg.data.batch_size, device, cfg.trainer.precision_cache
+    )
     precision = resolve_precision(cfg.trainer.precision, device, timing=timing)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +73,11 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
         history, best, wandb_id, wall_before = ckpt["history"], ckpt["best"], ckpt["wandb_id"], ckpt["wall_seconds"]
         started_in = ckpt.get("precision", {}).get("used", "fp32")  # checkpoints from before trainer.precision: fp32
         if cfg.trainer.precision not in ("auto", started_in):
-            raise UserError(f"{last_path} was trained in {started_in} but trainer.precision={cfg.trainer.precision}: "
-                            "a resumed run keeps its precision; use trainer.precision=auto, another hydra.run.dir, "
-                            "or trainer.resume=false")  # fmt: skip
+            raise UserError(
+                f"{last_path} was trained in {started_in} but trainer.precision={cfg.trainer.precision}: "
+                "a resumed run keeps its precision; use trainer.precision=auto, another hydra.run.dir, "
+                "or trainer.resume=false"
+            )
         if started_in != precision["used"]:
             precision = {**precision, "used": started_in, "why": f"resumed: the run started in {started_in}"}
         log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
@@ -83,8 +86,9 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     if grad_scaler and resumed and resumed.get("grad_scaler"):
         grad_scaler.load_state_dict(resumed["grad_scaler"])
     log.info("precision %(used)s (%(why)s)", precision)
-    evaluate = functools.partial(loop.evaluate, model, batch_size=cfg.trainer.eval_batch_size,
-                                 precision=precision["used"])  # fmt: skip
+    evaluate = functools.partial(
+        loop.evaluate, model, batch_size=cfg.trainer.eval_batch_size, precision=precision["used"]
+    )
     data = load_splits(cfg.data, device)
     run = runs.start_wandb(cfg, out_dir, id=wandb_id, resume="allow" if wandb_id else None)
     if run:
@@ -94,8 +98,17 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
         for epoch in range(len(history) + 1, cfg.trainer.max_epochs + 1):
             t0 = time.perf_counter()
             bar = loop.progress_bar(cfg.trainer.progress, epoch)
-            train_loss, train_acc = loop.train_epoch(model, optimizer, data.train_x, data.train_y, cfg.data.batch_size,
-                                                     shuffle, bar, precision["used"], grad_scaler)  # fmt: skip
+            train_loss, train_acc = loop.train_epoch(
+                model,
+                optimizer,
+                data.train_x,
+                data.train_y,
+                cfg.data.batch_size,
+                shuffle,
+                bar,
+                precision["used"],
+                grad_scaler,
+            )
             train_seconds = time.perf_counter() - t0
             patience = cfg.trainer.chance_patience
             if not math.isfinite(train_loss):  # the weights are gone: stop instead of burning epochs
@@ -109,23 +122,45 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             val_loss, val_acc = evaluate(data.val_x, data.val_y)
             test_loss, test_acc = evaluate(data.test_x, data.test_y)
             row = dict(
-                epoch=epoch, train_loss=train_loss, train_accuracy=train_acc, val_loss=val_loss,
-                val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc, train_seconds=train_seconds,
-            )  # fmt: skip
+                epoch=epoch,
+                train_loss=train_loss,
+                train_accuracy=train_acc,
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                test_loss=test_loss,
+                test_accuracy=test_acc,
+                train_seconds=train_seconds,
+            )
             row["epoch_seconds"] = time.perf_counter() - t0
             history.append(row)
             improved = best is None or val_acc > best["val_accuracy"]
             if improved:
                 best = {k: row[k] for k in ("epoch", *METRICS)}
-            state = _checkpoint(model, optimizer, shuffle, history, best, run,
-                                wall_before + time.perf_counter() - started, precision, grad_scaler)  # fmt: skip
+            state = _checkpoint(
+                model,
+                optimizer,
+                shuffle,
+                history,
+                best,
+                run,
+                wall_before + time.perf_counter() - started,
+                precision,
+                grad_scaler,
+            )
             checkpoint.save(state, last_path)
             if improved:
                 checkpoint.save(state, ckpt_dir / "best.pt")
             runs.write_csv(history, COLUMNS, out_dir / "metrics.csv")
-            log.info("epoch %d/%d  train %.2f%% (loss %.4f)  val %.2f%%  test %.2f%%  %.1fs", epoch,
-                     cfg.trainer.max_epochs, 100 * train_acc, train_loss, 100 * val_acc, 100 * test_acc,
-                     row["epoch_seconds"])  # fmt: skip
+            log.info(
+                "epoch %d/%d  train %.2f%% (loss %.4f)  val %.2f%%  test %.2f%%  %.1fs",
+                epoch,
+                cfg.trainer.max_epochs,
+                100 * train_acc,
+                train_loss,
+                100 * val_acc,
+                100 * test_acc,
+                row["epoch_seconds"],
+            )
             if run:
                 run.log(row)
             # after the last epoch there is nothing left to save: the trial completes with its value

@@ -1,7 +1,7 @@
 """Measured per-layer inference time: the table that `fmnist.prune` reads with prune.cost=latency or
 prune.target_speedup, and that `python -m fmnist.latency` fills.
 
-Every shape pruning can give a layer (conv1 at c1 channels, conv2 at (c1, c2), fc1 at (c2, f1), fc2 at f1; each
+Every shape pruning can give a layer (its input shape, units and kernel: `Layer.key` of fmnist.core.model, each
 with its ReLU) is timed alone on random weights and inputs, one batch of latency.batch_size images per call, on one
 engine with the trainer's threads; the median of latency.repeats calls. A model's predicted time per batch is the
 sum of its four layers' times: measured, not modelled (oneDNN's kernel choice is irregular: docs/benchmarks.md).
@@ -26,17 +26,23 @@ from fmnist.core import runs
 from fmnist.core.checks import integer, one_of
 from fmnist.core.errors import UserError
 from fmnist.core.machine import cpu_name, heap_kept
-from fmnist.core.model import CLASSES, SIDE, map_sides
+from fmnist.core.model import Layer, layers
 
 ENGINES = ("eager", "onnxruntime", "bf16")  # bf16: eager under bf16 autocast, as fmnist.bench's bf16 engine
-LAYERS = ("conv1", "conv2", "fc1", "fc2")
+KEYS = "Layer.key"  # how entries are named (fmnist.core.model): a table keyed otherwise is refused, not misread
 
 
 def machine(engine: str, threads: int, batch_size: int) -> dict:
     """What a table's times depend on (with ONNX Runtime's version too, added by LatencyTable.open); a table is
     valid only where all of it matches."""
-    return {"cpu": cpu_name(), "engine": engine, "torch": torch.__version__, "threads": threads,
-            "batch_size": batch_size, "malloc_heap": heap_kept()}  # fmt: skip
+    return {
+        "cpu": cpu_name(),
+        "engine": engine,
+        "torch": torch.__version__,
+        "threads": threads,
+        "batch_size": batch_size,
+        "malloc_heap": heap_kept(),
+    }
 
 
 def check_latency(lat: DictConfig) -> None:
@@ -57,34 +63,16 @@ def _onnxruntime():
     try:
         import onnxruntime  # heavy, and optional: only the onnxruntime engine needs it
     except ImportError:
-        raise UserError("latency.engine=onnxruntime but onnxruntime is not installed: pip install onnxruntime, "
-                        "or latency.engine=eager") from None  # fmt: skip
+        raise UserError(
+            "latency.engine=onnxruntime but onnxruntime is not installed: pip install onnxruntime, "
+            "or latency.engine=eager"
+        ) from None
     return onnxruntime
 
 
-def layer_shapes(arch: dict) -> dict[str, tuple]:
-    """The shape key of each layer of `arch`: what its time depends on (kernel sizes included)."""
-    c1, k1, c2, k2, f1 = (
-        arch[k] for k in ("conv1_channels", "conv1_kernel", "conv2_channels", "conv2_kernel", "fc1_size")
-    )
-    return {"conv1": (k1, c1), "conv2": (k1, k2, c1, c2), "fc1": (k1, k2, c2, f1), "fc2": (f1,)}
-
-
-def _layer(layer: str, shape: tuple) -> tuple[nn.Module, tuple[int, ...]]:
-    """The layer (with its ReLU) and its input's per-image shape, as FashionCNN computes them."""
-    if layer == "conv1":
-        k1, c1 = shape
-        return nn.Sequential(nn.Conv2d(1, c1, k1), nn.ReLU()), (1, SIDE, SIDE)
-    if layer == "conv2":
-        k1, k2, c1, c2 = shape
-        h1, _ = map_sides(k1, k2)
-        return nn.Sequential(nn.Conv2d(c1, c2, k2), nn.ReLU()), (c1, h1, h1)
-    if layer == "fc1":
-        k1, k2, c2, f1 = shape
-        _, h2 = map_sides(k1, k2)
-        return nn.Sequential(nn.Linear(c2 * h2 * h2, f1), nn.ReLU()), (c2 * h2 * h2,)
-    (f1,) = shape
-    return nn.Linear(f1, CLASSES), (f1,)
+def _layer(layer: Layer) -> nn.Module:
+    """The layer with its ReLU, on random weights."""
+    return nn.Sequential(layer.module(), nn.ReLU()) if layer.relu else layer.module()
 
 
 def _onnx_graph(module: nn.Module, in_shape: tuple[int, ...]) -> bytes:
@@ -94,32 +82,39 @@ def _onnx_graph(module: nn.Module, in_shape: tuple[int, ...]) -> bytes:
 
     first = module[0] if isinstance(module, nn.Sequential) else module
     relu = isinstance(module, nn.Sequential)
-    init = [numpy_helper.from_array(first.weight.detach().numpy(), "w"),
-            numpy_helper.from_array(first.bias.detach().numpy(), "b")]  # fmt: skip
-    op = helper.make_node("Conv", ["x", "w", "b"], ["z"]) if isinstance(first, nn.Conv2d) else \
-        helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1)  # fmt: skip
+    init = [
+        numpy_helper.from_array(first.weight.detach().numpy(), "w"),
+        numpy_helper.from_array(first.bias.detach().numpy(), "b"),
+    ]
+    op = (
+        helper.make_node("Conv", ["x", "w", "b"], ["z"])
+        if isinstance(first, nn.Conv2d)
+        else helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1)
+    )
     nodes = [op, helper.make_node("Relu", ["z"], ["y"])] if relu else [op, helper.make_node("Identity", ["z"], ["y"])]
     graph = helper.make_graph(
-        nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *in_shape])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init,
-    )  # fmt: skip
+        nodes,
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *in_shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        init,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what every supported ONNX Runtime reads
     return model.SerializeToString()
 
 
 @torch.inference_mode()
-def measure(layer: str, shape: tuple, engine: str, batch_size: int, repeats: int, warmup: int) -> float:
+def measure(layer: Layer, engine: str, batch_size: int, repeats: int, warmup: int) -> float:
     """Median milliseconds of one call of the layer on a batch of random inputs."""
     torch.manual_seed(0)
-    module, in_shape = _layer(layer, shape)
-    module.eval()
-    x = torch.randn(batch_size, *in_shape)
+    module = _layer(layer).eval()
+    x = torch.randn(batch_size, *layer.in_shape)
     if engine == "onnxruntime":
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # as fmnist.bench
-        session = ort.InferenceSession(_onnx_graph(module, in_shape), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(_onnx_graph(module, layer.in_shape), options, providers=["CPUExecutionProvider"])
         inputs = {"x": x.numpy()}
 
         def run():
@@ -142,10 +137,6 @@ def measure(layer: str, shape: tuple, engine: str, batch_size: int, repeats: int
         run()
         times.append(1000 * (time.perf_counter() - t0))
     return statistics.median(times)
-
-
-def _key(layer: str, shape: tuple) -> str:
-    return f"{layer}:" + ",".join(map(str, shape))
 
 
 class LatencyTable:
@@ -172,27 +163,31 @@ class LatencyTable:
                 entries = {k: float(v) for k, v in saved["entries"].items()}
                 theirs = saved["meta"]
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise UserError(f"{path} is not a latency table ({e}): delete it, or rebuild with "
-                                "`python -m fmnist.latency`") from e  # fmt: skip
+                raise UserError(
+                    f"{path} is not a latency table ({e}): delete it, or rebuild with `python -m fmnist.latency`"
+                ) from e
             if theirs != meta:
                 diff = ", ".join(f"{k} {theirs.get(k)!r} here {v!r}" for k, v in meta.items() if theirs.get(k) != v)
-                raise UserError(f"{path} was measured elsewhere ({diff}): its times do not hold here; build this "
-                                "machine's with `python -m fmnist.latency` (latency.table=null)")  # fmt: skip
+                raise UserError(
+                    f"{path} was measured elsewhere ({diff}): its times do not hold here; build this "
+                    "machine's with `python -m fmnist.latency` (latency.table=null)"
+                )
         elif lat.table:
-            raise UserError(f"latency.table={lat.table} does not exist: build it with `python -m fmnist.latency`, or "
-                            "latency.table=null for this machine's cached one")  # fmt: skip
+            raise UserError(
+                f"latency.table={lat.table} does not exist: build it with `python -m fmnist.latency`, or "
+                "latency.table=null for this machine's cached one"
+            )
         return cls(path, meta, entries, lat.repeats, lat.warmup)
 
-    def layer_ms(self, layer: str, shape: tuple) -> float:
-        key = _key(layer, shape)
-        if key not in self.entries:
-            self.entries[key] = measure(layer, shape, self.meta["engine"], self.meta["batch_size"], self.repeats,
-                                        self.warmup)  # fmt: skip
+    def layer_ms(self, layer: Layer) -> float:
+        if layer.key not in self.entries:
+            meta = self.meta
+            self.entries[layer.key] = measure(layer, meta["engine"], meta["batch_size"], self.repeats, self.warmup)
             self.measured += 1
-        return self.entries[key]
+        return self.entries[layer.key]
 
     def layers_ms(self, arch: dict) -> dict[str, float]:
-        return {layer: self.layer_ms(layer, shape) for layer, shape in layer_shapes(arch).items()}
+        return {layer.name: self.layer_ms(layer) for layer in layers(arch)}
 
     def model_ms(self, arch: dict) -> float:
         """Predicted milliseconds per batch of latency.batch_size images: the sum of the layers' times."""

@@ -17,11 +17,11 @@ import math
 import warnings
 from pathlib import Path
 
+from fmnist.analysis.plots import _pyplot, sweep_curves
+from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
 from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference
 from fmnist.core.study import preset
-from fmnist.ops.plots import _pyplot
-from fmnist.ops.seeds import group_runs
 
 CHANCE = 0.2  # best validation accuracy under this (10 classes: chance is 0.1) is "does not learn"
 SAME = 0.01  # "about the same": a paired difference whose interval lies within ±1 point
@@ -41,8 +41,11 @@ def search_findings(study, out_dir: Path, trials: list | None = None) -> dict:
     from optuna.visualization import matplotlib as optuna_plots  # as above: optuna
 
     State = optuna.trial.TrialState
-    pool = [t for t in (study.get_trials(deepcopy=False) if trials is None else trials)
-            if t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs.get("outcome") != "diverged"]  # fmt: skip
+    pool = [
+        t
+        for t in (study.get_trials(deepcopy=False) if trials is None else trials)
+        if t.state in (State.COMPLETE, State.PRUNED) and t.user_attrs.get("outcome") != "diverged"
+    ]
     done = [t for t in pool if t.state == State.COMPLETE and t.value is not None and math.isfinite(t.value)]
     need = min(MIN_TRIALS, len(pool))
     if len(done) >= need:
@@ -56,13 +59,18 @@ def search_findings(study, out_dir: Path, trials: list | None = None) -> dict:
         target = f"validation accuracy at epoch {epoch} (the deepest epoch {need} or more trials reached)"
         values = {t.number: r[epoch] for t, r in zip(pool, reached, strict=True) if epoch in r}
     counted = [t for t in pool if t.number in values]
-    varying = sorted(p for p in {k for t in counted for k in t.params}
-                     if len({repr(t.params.get(p)) for t in counted}) > 1)  # fmt: skip
+    varying = sorted(
+        p for p in {k for t in counted for k in t.params} if len({repr(t.params.get(p)) for t in counted}) > 1
+    )
     if len(counted) < 2 or not varying:
         return {}
     view = optuna.create_study(direction="maximize")  # the attributed values as completed trials, in memory
-    view.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=values[t.number])
-                     for t in counted])  # fmt: skip
+    view.add_trials(
+        [
+            optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=values[t.number])
+            for t in counted
+        ]
+    )
     plt = _pyplot()
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # seeded: the same study gives the same figure
     with warnings.catch_warnings():  # Optuna's matplotlib plots are marked experimental
@@ -70,8 +78,9 @@ def search_findings(study, out_dir: Path, trials: list | None = None) -> dict:
         importances = optuna.importance.get_param_importances(view, evaluator=evaluator, params=varying)
         plots = out_dir / "plots"
         plots.mkdir(parents=True, exist_ok=True)
-        ax = optuna_plots.plot_param_importances(view, evaluator=evaluator, params=varying,
-                                                 target_name="validation accuracy")  # fmt: skip
+        ax = optuna_plots.plot_param_importances(
+            view, evaluator=evaluator, params=varying, target_name="validation accuracy"
+        )
         ax.set_xlabel(f"importance for the {target}, {len(counted)} trials", fontsize=8)
         ax.figure.set_size_inches(7, 4)
         ax.figure.savefig(plots / "importances.png", dpi=110, bbox_inches="tight")
@@ -91,6 +100,21 @@ def search_findings(study, out_dir: Path, trials: list | None = None) -> dict:
     }
     runs.write_json(result, out_dir / "importances.json")
     return result
+
+
+def sweep_analysis(sweep_dir: Path, study, rows: list[dict], trained: list) -> dict:
+    """What a sweep's trials say, beside its table: every trial's curves (plots/sweep_curves.png) and the importances
+    of the trials that trained (`search_findings`); the keys the sweep's summary.json gets for them."""
+    curves = sweep_curves(rows, sweep_dir / "plots" / "sweep_curves.png", study.study_name)
+    found = search_findings(study, sweep_dir, trained)
+    return {
+        "curves": str(curves),
+        "importances": found.get("importances", {}),
+        "importance_target": found.get("target"),  # what they attribute, and on how many trials
+        "importance_trials": found.get("trials"),
+        "importance_plot": found.get("plot"),
+        "slice_plot": found.get("slice_plot"),
+    }
 
 
 def arms(folder: Path, key: str) -> dict:
@@ -152,8 +176,10 @@ def lr_high(a: dict) -> dict:
 
 def lr_low(a: dict) -> dict:
     d = _diff(a["runs"].get(0.01, {}), a["runs"].get(0.001, {}))
-    return {"verdict": _above(d), "figure": "best validation accuracy within the epoch budget, "
-            + _said("lr 0.01", "lr 0.001", d)}  # fmt: skip
+    return {
+        "verdict": _above(d),
+        "figure": "best validation accuracy within the epoch budget, " + _said("lr 0.01", "lr 0.001", d),
+    }
 
 
 def momentum(a: dict) -> dict:
@@ -172,21 +198,27 @@ def momentum(a: dict) -> dict:
 def capacity(a: dict) -> dict:
     medium = a["runs"].get("medium", {})
     ds = {other: _diff(medium, a["runs"].get(other, {})) for other in ("small", "large")}
-    return {"verdict": _all([_above(d) for d in ds.values()]),
-            "figure": "; ".join(_said("medium", other, d) for other, d in ds.items())}  # fmt: skip
+    return {
+        "verdict": _all([_above(d) for d in ds.values()]),
+        "figure": "; ".join(_said("medium", other, d) for other, d in ds.items()),
+    }
 
 
 def init(a: dict) -> dict:
     normal = a["runs"].get("normal", {})
     ds = {x: _diff(a["runs"].get(x, {}), normal) for x in ("xavier_normal", "xavier_uniform")}
-    return {"verdict": _all([_above(d) for d in ds.values()]),
-            "figure": "; ".join(_said(x, "normal", d) for x, d in ds.items())}  # fmt: skip
+    return {
+        "verdict": _all([_above(d) for d in ds.values()]),
+        "figure": "; ".join(_said(x, "normal", d) for x, d in ds.items()),
+    }
 
 
 def batch(a: dict) -> dict:
     d = _diff(a["runs"].get(64, {}), a["runs"].get(512, {}))
-    return {"verdict": _above(d), "figure": "best validation accuracy within the epoch budget, "
-            + _said("batch 64", "batch 512", d)}  # fmt: skip
+    return {
+        "verdict": _above(d),
+        "figure": "best validation accuracy within the epoch budget, " + _said("batch 64", "batch 512", d),
+    }
 
 
 # (the study's sentence, the key its comparison varies, the rule, the values it compares) in the study's order; the
@@ -196,12 +228,20 @@ CLAIMS = (
     ("learning rate 0.1 does not learn", "optimizer.lr", lr_high, ()),
     ("learning rate 0.001 learns slower than 0.01", "optimizer.lr", lr_low, (0.01, 0.001)),
     ("momentum 0.99 does about as well as 0.9", "optimizer.momentum", momentum, (0.99, 0.9)),
-    ("the medium model does best (small ones underfit, large ones overfit)", "model", capacity,
-     ("medium", "small", "large")),
-    ("Xavier initialization beats a plain normal one", "model.weight_init", init,
-     ("xavier_normal", "xavier_uniform", "normal")),
+    (
+        "the medium model does best (small ones underfit, large ones overfit)",
+        "model",
+        capacity,
+        ("medium", "small", "large"),
+    ),
+    (
+        "Xavier initialization beats a plain normal one",
+        "model.weight_init",
+        init,
+        ("xavier_normal", "xavier_uniform", "normal"),
+    ),
     ("smaller batches do better in the same number of epochs", "data.batch_size", batch, (64, 512)),
-)  # fmt: skip
+)
 
 
 def claims(folders: dict[str, Path]) -> list[dict]:
@@ -213,11 +253,21 @@ def claims(folders: dict[str, Path]) -> list[dict]:
             continue
         a = arms(folders[key], key)
         judged = rule(a)
-        lost = [f"{v}: {len(a['diverged'][v])} of {len(a['diverged'][v]) + len(a['runs'].get(v, {}))} seeds diverged"
-                for v in values if a["diverged"].get(v)]  # fmt: skip
+        lost = [
+            f"{v}: {len(a['diverged'][v])} of {len(a['diverged'][v]) + len(a['runs'].get(v, {}))} seeds diverged"
+            for v in values
+            if a["diverged"].get(v)
+        ]
         figure = judged["figure"] + (f" ({'; '.join(lost)})" if lost else "")
-        found.append({"claim": claim, "key": key, "folder": str(folders[key]), "figure": figure,
-                      "verdict": VERDICT[judged["verdict"]]})  # fmt: skip
+        found.append(
+            {
+                "claim": claim,
+                "key": key,
+                "folder": str(folders[key]),
+                "figure": figure,
+                "verdict": VERDICT[judged["verdict"]],
+            }
+        )
     return found
 
 

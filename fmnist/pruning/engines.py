@@ -39,8 +39,16 @@ def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, on
             raise UserError("bench.engines: onnxruntime is timed on the CPU only; drop it or set trainer.device=cpu")
         for name in ("onnxscript", "onnx_ir"):  # their per-pass INFO lines would bury the benchmark's log
             logging.getLogger(name).setLevel(logging.WARNING)
-        torch.onnx.export(model, (example,), onnx_path, input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)  # fmt: skip
+        torch.onnx.export(
+            model,
+            (example,),
+            onnx_path,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # same threads
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -68,8 +76,13 @@ def agreement(run: Callable, reference: torch.nn.Module, x: torch.Tensor, y: tor
             ref_correct += (ref.argmax(1) == y[i : i + batch_size]).sum().item()
             diff = max(diff, (logits - ref).abs().max().item())
     n = len(x)
-    return {"argmax_agreement": agree / n, "test_accuracy": correct / n, "fp32_test_accuracy": ref_correct / n,
-            "accuracy_drop": (ref_correct - correct) / n, "max_abs_logit_diff": diff}  # fmt: skip
+    return {
+        "argmax_agreement": agree / n,
+        "test_accuracy": correct / n,
+        "fp32_test_accuracy": ref_correct / n,
+        "accuracy_drop": (ref_correct - correct) / n,
+        "max_abs_logit_diff": diff,
+    }
 
 
 def one_pass(run: Callable, x: torch.Tensor, batch_size: int) -> float:
@@ -86,14 +99,12 @@ def one_pass(run: Callable, x: torch.Tensor, batch_size: int) -> float:
 def layer_times(model, x: torch.Tensor, repeats: int = 10) -> dict[str, float]:
     """Milliseconds per batch spent in each layer (conv+ReLU counted together, eager): where a model's time goes."""
     times, h = {}, x
-    steps = [("conv1", lambda t: torch.relu(model.conv1(t))), ("conv2", lambda t: torch.relu(model.conv2(t))),
-             ("fc1", lambda t: torch.relu(model.fc1(t.flatten(1)))), ("fc2", model.fc2)]  # fmt: skip
-    for name, fn in steps:
-        fn(h)
+    for layer in model.layers:
+        model.step(layer, h)
         t0 = time.perf_counter()
         for _ in range(repeats):
-            out = fn(h)
-        times[name] = 1000 * (time.perf_counter() - t0) / repeats
+            out = model.step(layer, h)
+        times[layer.name] = 1000 * (time.perf_counter() - t0) / repeats
         h = out
     return times
 

@@ -23,8 +23,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from fmnist.ops import optuna_glue
-from fmnist.ops.trials import STALE, reruns
+from fmnist.search import optuna_glue
+from fmnist.search.trials import STALE, reruns
 
 log = logging.getLogger(__name__)
 

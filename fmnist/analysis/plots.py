@@ -34,8 +34,15 @@ def find_runs(root: Path) -> list[dict]:
         summary = run_files.summary_of(run_dir, "train") or {}
         hydra_file = cfg_file.parent / "hydra.yaml"
         choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
-        found.append({"dir": run_dir, "cfg": OmegaConf.load(cfg_file), "rows": rows,
-                      "status": summary.get("status", "unfinished"), "groups": dict(choices)})  # fmt: skip
+        found.append(
+            {
+                "dir": run_dir,
+                "cfg": OmegaConf.load(cfg_file),
+                "rows": rows,
+                "status": summary.get("status", "unfinished"),
+                "groups": dict(choices),
+            }
+        )
     return found
 
 
@@ -102,8 +109,10 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
     plt = _pyplot()
     colors = {"": "black", "conv1": "tab:blue", "conv2": "tab:orange", "fc1": "tab:green", "final": "tab:red"}
     paths = []
-    views = [("prune_accuracy_vs_step.png", "step", "pruning step"),
-             ("prune_accuracy_vs_flops.png", "study_flops", "FLOPs per image (study's formula)")]  # fmt: skip
+    views = [
+        ("prune_accuracy_vs_step.png", "step", "pruning step"),
+        ("prune_accuracy_vs_flops.png", "study_flops", "FLOPs per image (study's formula)"),
+    ]
     if all(r.get("predicted_ms") not in ("", None) for r in rows):  # a latency table was at hand
         views.append(("prune_accuracy_vs_time.png", "predicted_ms", "predicted ms per batch (latency table)"))
     for name, x_key, x_label in views:
@@ -114,15 +123,24 @@ def pruning_plots(rows: list[dict], out_dir: Path) -> list[Path]:
                 continue
             kept = [r for r in pts if r["status"] != "reverted"]
             for metric, style in (("val_accuracy", "-o"), ("test_accuracy", "--s")):
-                ax.plot([r[x_key] for r in kept], [100 * r[metric] for r in kept], style, color=color, ms=3,
-                        label=f"{layer or 'unpruned'} {metric.split('_')[0]}")  # fmt: skip
+                ax.plot(
+                    [r[x_key] for r in kept],
+                    [100 * r[metric] for r in kept],
+                    style,
+                    color=color,
+                    ms=3,
+                    label=f"{layer or 'unpruned'} {metric.split('_')[0]}",
+                )
             for r in pts:
                 if r["status"] == "reverted":
                     ax.plot(r[x_key], 100 * r["val_accuracy"], "x", color=color, ms=8)
         final = [r for r in rows if r["status"] in ("start", "kept", "finetuned")][-1]
         arch = f"({final['conv1_channels']}, {final['conv2_channels']}, {final['fc1_size']})"
-        ax.set(xlabel=x_label, ylabel="accuracy (%)",
-               title=f"norm pruning -> (c1, c2, f1) = {arch}; x = reverted step (beyond tolerance)")  # fmt: skip
+        ax.set(
+            xlabel=x_label,
+            ylabel="accuracy (%)",
+            title=f"norm pruning -> (c1, c2, f1) = {arch}; x = reverted step (beyond tolerance)",
+        )
         if x_key in ("study_flops", "predicted_ms"):
             ax.set_xscale("log")
             ax.invert_xaxis()  # pruning goes right
@@ -147,8 +165,11 @@ def speed_frontier(runs_: list[dict], study: tuple[float, float], out: Path) -> 
         if run.get("measured"):
             ax.plot(run["measured"], 100 * run["tests"][-1], "*", ms=14, color=color)
     ax.plot(study[0], 100 * study[1], "kD", ms=8, label=f"study (1, 7, 72): ~{study[0]:g}x, {100 * study[1]:.2f} %")
-    ax.set(xlabel="speedup over the unpruned model (lines: predicted by the latency table; stars: measured)",
-           ylabel="test accuracy (%)", title="Accuracy vs speed of pruned models")  # fmt: skip
+    ax.set(
+        xlabel="speedup over the unpruned model (lines: predicted by the latency table; stars: measured)",
+        ylabel="test accuracy (%)",
+        title="Accuracy vs speed of pruned models",
+    )
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -173,9 +194,16 @@ def sweep_curves(rows: list[dict], out: Path, title: str) -> Path:
         state = row["state"]
         label = None if state in labelled else f"{state.lower()} ({sum(r['state'] == state for r in rows)})"
         labelled.add(state)
-        ax.plot([int(m["epoch"]) for m in metrics], [100 * float(m["val_accuracy"]) for m in metrics],
-                color=colors[state], alpha=0.8 if state == "COMPLETE" else 0.5, lw=1.2, marker=".", ms=3,
-                label=label)  # fmt: skip
+        ax.plot(
+            [int(m["epoch"]) for m in metrics],
+            [100 * float(m["val_accuracy"]) for m in metrics],
+            color=colors[state],
+            alpha=0.8 if state == "COMPLETE" else 0.5,
+            lw=1.2,
+            marker=".",
+            ms=3,
+            label=label,
+        )
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"sweep {title}: every trial, cut where it stopped")
     ax.set_ylim(bottom=max(ax.get_ylim()[0], 60))  # diverged trials sit at 10 %: keep the learning curves readable
     ax.grid(alpha=0.3)

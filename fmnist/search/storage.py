@@ -45,16 +45,21 @@ def _check_sqlite_file(path: Path) -> None:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             tables = {name for (name,) in db.execute("select name from sqlite_master where type='table'")}
     except sqlite3.DatabaseError as e:
-        raise UserError(f"{path} is not an Optuna storage ({e}): point hydra.sweeper.storage at another file "
-                        f"(the file was left as it is)") from None  # fmt: skip
+        raise UserError(
+            f"{path} is not an Optuna storage ({e}): point hydra.sweeper.storage at another file "
+            f"(the file was left as it is)"
+        ) from None
     if tables and not {"studies", "trials", "alembic_version"} <= tables:
-        raise UserError(f"{path} is an sqlite database but not an Optuna storage (tables: "
-                        f"{', '.join(sorted(tables)[:5])}): point hydra.sweeper.storage at another file "
-                        f"(the file was left as it is)")  # fmt: skip
+        raise UserError(
+            f"{path} is an sqlite database but not an Optuna storage (tables: "
+            f"{', '.join(sorted(tables)[:5])}): point hydra.sweeper.storage at another file "
+            f"(the file was left as it is)"
+        )
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 stale_trial_callback=None):  # fmt: skip
+def open_storage(
+    url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, stale_trial_callback=None
+):
     """The storage behind `url`, ready for several processes; heartbeats recorded by the database when asked for."""
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend, JournalStorage  # only for journal URLs
@@ -77,9 +82,12 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 with warnings.catch_warnings():  # heartbeat_interval is marked experimental since Optuna 2.9
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return optuna.storages.RDBStorage(
-                        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                        grace_period=grace_period, heartbeat_stale_trial_callback=stale_trial_callback,
-                    )  # fmt: skip
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=stale_trial_callback,
+                    )
             except (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.IntegrityError):
                 # workers started together on a fresh PostgreSQL database race to create Optuna's tables (one in
                 # three got "relation studies already exists" here): the loser finds them made on its next try
@@ -89,8 +97,9 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     except ImportError as e:  # Optuna's own message names no module: its cause does
         module = getattr(e.__cause__, "name", None) or str(e)
         hint = f"pip install -e '.[{DRIVERS[backend]}]'" if backend in DRIVERS else f"install {module}"
-        raise UserError(f"the storage at {where(url)} needs the {backend} driver {module}, which is not installed: "
-                        f"{hint}") from None  # fmt: skip
+        raise UserError(
+            f"the storage at {where(url)} needs the {backend} driver {module}, which is not installed: {hint}"
+        ) from None
     except Exception as e:
         raise storage_error(e, url) from None
 
@@ -99,16 +108,20 @@ def storage_error(error: Exception, url: str) -> Exception:
     """The one-line UserError for a storage that failed: unreachable, not a database, written by an older Optuna;
     any other error is returned as it is."""
     if isinstance(error, RuntimeError) and "optuna storage upgrade" in str(error):
-        return UserError(f"{url} was written by an older Optuna than {version('optuna')}: upgrade it once with "
-                         f"`optuna storage upgrade --storage {url}`, then rerun")  # fmt: skip
+        return UserError(
+            f"{url} was written by an older Optuna than {version('optuna')}: upgrade it once with "
+            f"`optuna storage upgrade --storage {url}`, then rerun"
+        )
     cause = error
     while cause is not None and not isinstance(cause, sqlalchemy.exc.SQLAlchemyError):  # Optuna wraps it
         cause = cause.__cause__ or cause.__context__
     error = cause or error
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if isinstance(error, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-        return UserError(f"cannot reach the study's storage at {where(url)} ({first}): start the server or fix "
-                         f"hydra.sweeper.storage, then rerun the same command (finished trials are kept)")  # fmt: skip
+        return UserError(
+            f"cannot reach the study's storage at {where(url)} ({first}): start the server or fix "
+            f"hydra.sweeper.storage, then rerun the same command (finished trials are kept)"
+        )
     if isinstance(error, sqlalchemy.exc.DatabaseError):
         return UserError(f"{where(url)} is not an Optuna storage ({first}): point hydra.sweeper.storage elsewhere")
     return error

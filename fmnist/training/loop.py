@@ -34,8 +34,9 @@ def build_optimizer(optimizer_cfg: DictConfig, model: torch.nn.Module, **overrid
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             precision: str = "fp32") -> tuple[float, float]:  # fmt: skip
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, precision: str = "fp32"
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (fraction) over a whole split."""
     model.eval()
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
@@ -60,8 +61,17 @@ def backward_step(optimizer, loss: torch.Tensor, grad_scaler=None) -> None:
         optimizer.step()
 
 
-def train_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Generator, progress=None,
-                precision: str = "fp32", grad_scaler=None):  # fmt: skip
+def train_epoch(
+    model,
+    optimizer,
+    x,
+    y,
+    batch_size: int,
+    generator: torch.Generator,
+    progress=None,
+    precision: str = "fp32",
+    grad_scaler=None,
+):
     """One pass over shuffled index slices of the preloaded tensors: (mean loss, accuracy) seen while training.
     In bf16/fp16 each step's forward and loss run under their own autocast (precision.py says why per step)."""
     model.train()
@@ -81,8 +91,17 @@ def train_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Genera
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-def finetune(model, optimizer_cfg: DictConfig, data, batch_size: int, epochs: float, generator: torch.Generator,
-             lr: float | None = None, precision: str = "fp32", after_pass=None) -> None:  # fmt: skip
+def finetune(
+    model,
+    optimizer_cfg: DictConfig,
+    data,
+    batch_size: int,
+    epochs: float,
+    generator: torch.Generator,
+    lr: float | None = None,
+    precision: str = "fp32",
+    after_pass=None,
+) -> None:
     """`epochs` SGD passes over the training split, one optimizer throughout; a fraction trains on that share of it,
     drawn at random. `after_pass()`, if given, is called after each pass."""
     optimizer = build_optimizer(optimizer_cfg, model, **({"lr": lr} if lr else {}))
@@ -90,8 +109,9 @@ def finetune(model, optimizer_cfg: DictConfig, data, batch_size: int, epochs: fl
     grad_scaler = scaler(precision, x.device)  # one for all passes: it learns its scale as it goes
     while epochs > 0:
         idx = torch.randperm(len(x), generator=generator)[: round(min(epochs, 1) * len(x))].to(x.device)
-        train_epoch(model, optimizer, x[idx], y[idx], batch_size, generator, precision=precision,
-                    grad_scaler=grad_scaler)  # fmt: skip
+        train_epoch(
+            model, optimizer, x[idx], y[idx], batch_size, generator, precision=precision, grad_scaler=grad_scaler
+        )
         if after_pass:
             after_pass()
         epochs -= 1
@@ -105,15 +125,29 @@ def progress_bar(setting, epoch: int):
     return lambda it: tqdm(it, desc=f"epoch {epoch}", unit="batch", leave=False)
 
 
-def step_times(model: torch.nn.Module, optimizer_cfg: DictConfig, batch_size: int, device: torch.device,
-               cache_dir: Path, rounds: int = 7, steps: int = 3) -> dict[str, float]:  # fmt: skip
+def step_times(
+    model: torch.nn.Module,
+    optimizer_cfg: DictConfig,
+    batch_size: int,
+    device: torch.device,
+    cache_dir: Path,
+    rounds: int = 7,
+    steps: int = 3,
+) -> dict[str, float]:
     """Milliseconds of one training step of a copy of this model (forward, loss, backward, SGD step) on a random
     batch, in fp32 and in bf16: the median over interleaved rounds after a warm-up, which is what trainer.precision=auto
     decides by on a CPU with native bf16. Cached in cache_dir per CPU, torch version, threads, architecture and
     batch size, so a machine times each model once (about a second for medium) and every later run agrees."""
     model = copy.deepcopy(model).to(device)
-    meta = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
-            "malloc_heap": heap_kept(), "arch": model.arch, "batch_size": batch_size}  # fmt: skip
+    meta = {
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "malloc_heap": heap_kept(),
+        "arch": model.arch,
+        "batch_size": batch_size,
+    }
     path = Path(cache_dir) / f"step-{hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]}.json"
     if path.exists():
         cached = json.loads(path.read_text())

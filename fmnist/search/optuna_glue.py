@@ -30,8 +30,9 @@ def grid_choices(impl: plugin.OptunaSweeperImpl, distribution) -> list:
     return impl._to_grid_sampler_choices(distribution)
 
 
-def trial_overrides(impl: plugin.OptunaSweeperImpl, trials, distributions: dict, fixed: dict,
-                    fixed_overrides: list) -> list:  # fmt: skip
+def trial_overrides(
+    impl: plugin.OptunaSweeperImpl, trials, distributions: dict, fixed: dict, fixed_overrides: list
+) -> list:
     """The Hydra overrides of each trial: its sampled values and the fixed ones."""
     return impl._configure_trials(trials, distributions, fixed, fixed_overrides)
 
@@ -57,7 +58,8 @@ def trial_of(study: optuna.Study, number: int) -> optuna.Trial:
 
 def stale_trial_ids(study: optuna.Study) -> list[int]:
     """RUNNING trials whose last heartbeat is older than the storage's grace period, by the database's clock (the
-    public optuna.storages.fail_stale_trials fails them at once; fmnist fails them one by one, see ops/liveness.py)."""
+    public optuna.storages.fail_stale_trials fails them at once; fmnist fails them one by one, see
+    fmnist/search/liveness.py)."""
     return study._storage._get_stale_trial_ids(study._study_id)
 
 

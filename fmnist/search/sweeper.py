@@ -31,9 +31,9 @@ from optuna.trial import TrialState
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.ops import liveness, optuna_glue
-from fmnist.ops.storage import LOST, StorageLost, open_storage, storage_error, where
-from fmnist.ops.trials import DUPLICATE, SPANS, configuration, stale_reasons, summarize
+from fmnist.search import liveness, optuna_glue
+from fmnist.search.storage import LOST, StorageLost, open_storage, storage_error, where
+from fmnist.search.trials import DUPLICATE, SPANS, configuration, stale_reasons, summarize
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ def check_pruner(pruner_cfg, max_epochs: int) -> None:
     for key in ("min_resource", "max_resource"):
         value = (pruner_cfg or {}).get(key)
         if isinstance(value, int) and value > max_epochs:
-            raise UserError(f"hydra.sweeper.pruner.{key}={value} is above trainer.max_epochs={max_epochs}: lower it "
-                            f"or raise trainer.max_epochs (a trial cannot train past its last epoch)")  # fmt: skip
+            raise UserError(
+                f"hydra.sweeper.pruner.{key}={value} is above trainer.max_epochs={max_epochs}: lower it "
+                f"or raise trainer.max_epochs (a trial cannot train past its last epoch)"
+            )
 
 
 class ResumableSweeperImpl(OptunaSweeperImpl):
@@ -142,12 +144,14 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 null = "no heartbeats" if key == "heartbeat_interval" else "twice the interval"
                 raise UserError(f"hydra.sweeper.{key}={value} must be a positive number of seconds (or null: {null})")
         if interval and grace and grace <= interval:
-            raise UserError(f"hydra.sweeper.grace_period={grace} must exceed heartbeat_interval={interval}: a live "
-                            f"worker would be declared dead between two heartbeats")  # fmt: skip
+            raise UserError(
+                f"hydra.sweeper.grace_period={grace} must exceed heartbeat_interval={interval}: a live "
+                f"worker would be declared dead between two heartbeats"
+            )
 
     def _sweep(self, arguments: list[str]) -> None:
         # Optuna records heartbeats only inside study.optimize (optuna#3256) and warns at every ask(); this loop
-        # records them itself (ops/liveness.py)
+        # records them itself (fmnist/search/liveness.py)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         started = time.time()  # wall clock: spans of several workers (processes, machines) are merged by time
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
@@ -156,8 +160,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         if pruning(self.pruner):
             check_pruner(self.config.hydra.sweeper.get("pruner"), self.config.trainer.max_epochs)
             if not self.storage:
-                raise UserError("a pruner needs a storage its trials can reach: keep hydra.sweeper.storage set "
-                                "(the default sqlite file) or use hydra/sweeper/pruner=none")  # fmt: skip
+                raise UserError(
+                    "a pruner needs a storage its trials can reach: keep hydra.sweeper.storage set "
+                    "(the default sqlite file) or use hydra/sweeper/pruner=none"
+                )
         distributions, fixed, fixed_overrides = optuna_glue.search_space(self, arguments)
         n_total = self.n_trials
         if getattr(self.sampler, "func", None) is optuna.samplers.GridSampler:
@@ -174,10 +180,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     s.study_name == self.study_name for s in optuna.study.get_all_study_summaries(storage)
                 )
                 study = optuna.create_study(
-                    study_name=self.study_name, storage=storage, sampler=self.sampler,
-                    pruner=self.pruner, load_if_exists=True,
+                    study_name=self.study_name,
+                    storage=storage,
+                    sampler=self.sampler,
+                    pruner=self.pruner,
+                    load_if_exists=True,
                     direction=self.direction if isinstance(self.direction, str) else self.direction.name,
-                )  # fmt: skip
+                )
             except Exception as e:
                 raise storage_error(e, str(self.storage)) from None
         study.set_user_attr("fmnist:pruner", type(self.pruner).__name__ if pruning(self.pruner) else "none")
@@ -190,9 +199,13 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             self.sampler.reseed_rng()
         log.info(
             "study %s: %d of %d trials already taken, sampler %s, pruner %s, storage %s",
-            study.study_name, done, n_total, type(self.sampler).__name__, type(self.pruner).__name__,
+            study.study_name,
+            done,
+            n_total,
+            type(self.sampler).__name__,
+            type(self.pruner).__name__,
             where(str(self.storage)) if self.storage else "in memory",
-        )  # fmt: skip
+        )
         me, repeats, waiting_for = liveness.worker_id(), 0, None
         key = f"{SPANS}{me}"
         spans = study.user_attrs.get(key, [])  # when this worker ran, kept across resumes
@@ -213,13 +226,17 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     if batch <= 0:
                         # the study is full, but another worker's trial may still die: wait for its outcome, so the
                         # study ends with n_trials finished and none RUNNING whoever is left standing
-                        others = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                                  if liveness.WORKER in t.system_attrs]  # fmt: skip
+                        others = [
+                            t.number
+                            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                            if liveness.WORKER in t.system_attrs
+                        ]
                         if not others:
                             break
                         if waiting_for != others:
-                            log.info("waiting for trials %s of other workers (a dead worker's trial runs again here)",
-                                     others)  # fmt: skip
+                            log.info(
+                                "waiting for trials %s of other workers (a dead worker's trial runs again here)", others
+                            )
                             waiting_for = others
                         time.sleep(min(self.heartbeat_interval or 10, 10))
                         continue
@@ -236,8 +253,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                     fresh = [(t, o) for t, o in zip(trials, overrides, strict=True) if not self._repeat(study, t)]
                     repeats = 0 if fresh else repeats + len(trials)
                     if repeats >= MAX_REPEATS:
-                        log.warning("the sampler proposed %d finished configurations in a row: the search space "
-                                    "looks exhausted; stopping with %d trials", repeats, taken(study))  # fmt: skip
+                        log.warning(
+                            "the sampler proposed %d finished configurations in a row: the search space "
+                            "looks exhausted; stopping with %d trials",
+                            repeats,
+                            taken(study),
+                        )
                         break
                     if fresh:
                         runs_, overrides = [t for t, _ in fresh], [o for _, o in fresh]
@@ -275,12 +296,19 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         while (twin := running_twin(study, trial, batch)) is not None:
             idle = time.time() - last_activity(sweep_dir / str(twin.number), twin.datetime_start.timestamp())
             if idle > TWIN_STALL:
-                log.warning("trial %d repeats running trial %d, whose job wrote nothing for %.0f s: training it here",
-                            trial.number, twin.number, idle)  # fmt: skip
+                log.warning(
+                    "trial %d repeats running trial %d, whose job wrote nothing for %.0f s: training it here",
+                    trial.number,
+                    twin.number,
+                    idle,
+                )
                 return
             if waited_for != twin.number:
-                log.info("trial %d repeats trial %d, running in another worker: waiting for its outcome",
-                         trial.number, twin.number)  # fmt: skip
+                log.info(
+                    "trial %d repeats trial %d, running in another worker: waiting for its outcome",
+                    trial.number,
+                    twin.number,
+                )
                 waited_for = twin.number
             time.sleep(TWIN_POLL)
 
@@ -311,9 +339,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         stopped it or it diverged, with `outcome` saying which; FAIL with the error. A trial another worker failed as
         stale while it ran here (no heartbeat reached the database in time) keeps that verdict: its rerun is queued."""
         if optuna_glue.storage_of(study).get_trial(optuna_glue.trial_id(trial)).state.is_finished():
-            log.warning("trial %d was failed as stale by another worker while it ran here (%s): its configuration "
-                        "runs again; this run's folder is kept", trial.number,
-                        stale_reasons(study).get(trial.number, "no reason recorded"))  # fmt: skip
+            log.warning(
+                "trial %d was failed as stale by another worker while it ran here (%s): its configuration "
+                "runs again; this run's folder is kept",
+                trial.number,
+                stale_reasons(study).get(trial.number, "no reason recorded"),
+            )
             return
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))
@@ -356,12 +387,14 @@ def pruning_callback(hc, metric: str):
         return None
     pruner, storage, name = instantiate(pruner_cfg), hc.sweeper.storage, hc.sweeper.study_name
     try:  # the job never samples: a RandomSampler spares building TPE's model for nothing
-        study = optuna.load_study(study_name=name, storage=open_storage(storage), pruner=pruner,
-                                  sampler=optuna.samplers.RandomSampler())  # fmt: skip
+        study = optuna.load_study(
+            study_name=name, storage=open_storage(storage), pruner=pruner, sampler=optuna.samplers.RandomSampler()
+        )
         trial = optuna_glue.trial_of(study, hc.job.num)
     except Exception as e:  # noqa: BLE001 - whatever the storage says, the trial fails with it and the sweep goes on
-        raise UserError(f"trial {hc.job.num} cannot reach its study {name!r} in {storage}: "
-                        f"{type(e).__name__}: {e}") from e  # fmt: skip
+        raise UserError(
+            f"trial {hc.job.num} cannot reach its study {name!r} in {storage}: {type(e).__name__}: {e}"
+        ) from e
 
     def should_stop(epoch: int, row: dict) -> str | None:
         try:

@@ -16,15 +16,29 @@ from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.flops import totals
 from fmnist.core.model import WIDTHS as LAYERS  # prunable layer -> its width key
 from fmnist.core.model import FashionCNN, widths
-from fmnist.ops.latency import LatencyTable
-from fmnist.ops.loop import evaluate, finetune
-from fmnist.ops.units import floor_arch, lattice, remove_units, step_of, unit_norms
+from fmnist.pruning.latency import LatencyTable
+from fmnist.pruning.units import floor_arch, lattice, remove_units, step_of, unit_norms
+from fmnist.training.loop import evaluate, finetune
 
 log = logging.getLogger(__name__)
 
 # trajectory.csv: one row per step
-COLUMNS = ("step", "layer", "unit", "norm", "conv1_channels", "conv2_channels", "fc1_size", "study_flops", "macs",
-           "params", "predicted_ms", "val_accuracy", "test_accuracy", "status")  # fmt: skip
+COLUMNS = (
+    "step",
+    "layer",
+    "unit",
+    "norm",
+    "conv1_channels",
+    "conv2_channels",
+    "fc1_size",
+    "study_flops",
+    "macs",
+    "params",
+    "predicted_ms",
+    "val_accuracy",
+    "test_accuracy",
+    "status",
+)
 
 
 def check_prune(p: DictConfig) -> None:
@@ -32,8 +46,10 @@ def check_prune(p: DictConfig) -> None:
         raise ConfigError(f"prune.layers={p.layers}: give a list of {list(LAYERS)}")
     # no layers: nothing is removed, only the final fine-tuning runs (recovering an already pruned model)
     if not p.layers and not p.final_finetune_epochs:
-        raise ConfigError(f"prune.layers=[] prunes nothing: give a list of {list(LAYERS)}, or set "
-                          "prune.final_finetune_epochs to fine-tune the checkpoint only")  # fmt: skip
+        raise ConfigError(
+            f"prune.layers=[] prunes nothing: give a list of {list(LAYERS)}, or set "
+            "prune.final_finetune_epochs to fine-tune the checkpoint only"
+        )
     unknown = [layer for layer in p.layers if layer not in LAYERS]
     if unknown:
         raise ConfigError(f"prune.layers has {unknown}: prunable layers are {list(LAYERS)} (fc2 is the output layer)")
@@ -68,10 +84,20 @@ def check_prune(p: DictConfig) -> None:
 
 def row(step, layer, unit, norm, model, val, test, status, table=None) -> dict:
     counts = totals(model.arch)
-    return {"step": step, "layer": layer, "unit": unit, "norm": norm, **{k: model.arch[k] for k in LAYERS.values()},
-            "study_flops": counts["study_flops"], "macs": counts["macs"], "params": counts["params"],
-            "predicted_ms": round(table.model_ms(model.arch), 3) if table else "",
-            "val_accuracy": val, "test_accuracy": test, "status": status}  # fmt: skip
+    return {
+        "step": step,
+        "layer": layer,
+        "unit": unit,
+        "norm": norm,
+        **{k: model.arch[k] for k in LAYERS.values()},
+        "study_flops": counts["study_flops"],
+        "macs": counts["macs"],
+        "params": counts["params"],
+        "predicted_ms": round(table.model_ms(model.arch), 3) if table else "",
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "status": status,
+    }
 
 
 def choose(candidates: list[tuple[float, float]], before: float, need: float | None = None) -> int:
@@ -101,13 +127,17 @@ class Budget:
         self.ms0 = table.model_ms(arch) if table else None
         floor = floor_arch(arch, p.layers, p.step, p.min_units)
         if self.flops_ratio and self.flops(floor) < self.flops_ratio:
-            raise UserError(f"prune.target_flops_ratio={self.flops_ratio} cannot be met: pruning {list(p.layers)} "
-                            f"down to min_units={p.min_units} gives {widths(floor)}, {self.flops(floor):.2f}x "
-                            "fewer FLOPs at most")  # fmt: skip
+            raise UserError(
+                f"prune.target_flops_ratio={self.flops_ratio} cannot be met: pruning {list(p.layers)} "
+                f"down to min_units={p.min_units} gives {widths(floor)}, {self.flops(floor):.2f}x "
+                "fewer FLOPs at most"
+            )
         if self.speedup and self.speed(floor) < self.speedup:
-            raise UserError(f"prune.target_speedup={self.speedup} cannot be met on {table.meta['engine']}: "
-                            f"pruning {list(p.layers)} down to min_units={p.min_units} gives {widths(floor)}, "
-                            f"predicted {self.speed(floor):.2f}x faster at most")  # fmt: skip
+            raise UserError(
+                f"prune.target_speedup={self.speedup} cannot be met on {table.meta['engine']}: "
+                f"pruning {list(p.layers)} down to min_units={p.min_units} gives {widths(floor)}, "
+                f"predicted {self.speed(floor):.2f}x faster at most"
+            )
 
     @property
     def given(self) -> bool:
@@ -129,12 +159,21 @@ class Budget:
         return None
 
     def met(self, arch: dict) -> bool:
-        return self.given and (not self.flops_ratio or self.flops(arch) >= self.flops_ratio) and \
-            (not self.speedup or self.speed(arch) >= self.speedup)  # fmt: skip
+        return (
+            self.given
+            and (not self.flops_ratio or self.flops(arch) >= self.flops_ratio)
+            and (not self.speedup or self.speed(arch) >= self.speedup)
+        )
 
     def report(self, arch: dict, stopped: str) -> dict:
-        return {"target_flops_ratio": self.flops_ratio, "target_speedup": self.speedup, "met": self.met(arch),
-                "flops_ratio": self.flops(arch), "predicted_speedup": self.speed(arch), "stopped": stopped}  # fmt: skip
+        return {
+            "target_flops_ratio": self.flops_ratio,
+            "target_speedup": self.speedup,
+            "met": self.met(arch),
+            "flops_ratio": self.flops(arch),
+            "predicted_speedup": self.speed(arch),
+            "stopped": stopped,
+        }
 
 
 class Pruning:
@@ -157,8 +196,17 @@ class Pruning:
 
     def finetune(self, m, epochs, after_pass=None) -> None:
         if epochs:
-            finetune(m, self.cfg.optimizer, self.data, self.cfg.data.batch_size, epochs, self.shuffle,
-                     self.p.finetune_lr, self.precision, after_pass)  # fmt: skip
+            finetune(
+                m,
+                self.cfg.optimizer,
+                self.data,
+                self.cfg.data.batch_size,
+                epochs,
+                self.shuffle,
+                self.p.finetune_lr,
+                self.precision,
+                after_pass,
+            )
 
     def final(self, m, epochs: float) -> dict:
         """Once the architecture is final: `epochs` passes at finetune_lr with one optimizer, validated after each;
@@ -200,13 +248,30 @@ class Pruning:
     def record(self, layer, units, norms, candidate, val, test) -> bool:
         """Log one step; True if it is kept (within prune.tolerance of the unpruned model's validation accuracy)."""
         kept = self.p.tolerance is None or self.base_val - val <= self.p.tolerance
-        entry = row(len(self.rows), layer, " ".join(map(str, units)), " ".join(f"{norms[u]:.4f}" for u in units),
-                   candidate, val, test, "kept" if kept else "reverted", self.table)  # fmt: skip
+        entry = row(
+            len(self.rows),
+            layer,
+            " ".join(map(str, units)),
+            " ".join(f"{norms[u]:.4f}" for u in units),
+            candidate,
+            val,
+            test,
+            "kept" if kept else "reverted",
+            self.table,
+        )
         self.rows.append(entry)
         speed = f"  {self.budget.speed(candidate.arch):.2f}x predicted" if self.table else ""
-        log.info("%-5s -unit %-4s (c1, c2, f1) = %s  val %.2f%%  test %.2f%%  %.2fx FLOPs%s  %s", layer, entry["unit"],
-                 widths(candidate.arch), 100 * val, 100 * test, self.budget.flops(candidate.arch), speed,
-                 entry["status"])  # fmt: skip
+        log.info(
+            "%-5s -unit %-4s (c1, c2, f1) = %s  val %.2f%%  test %.2f%%  %.2fx FLOPs%s  %s",
+            layer,
+            entry["unit"],
+            widths(candidate.arch),
+            100 * val,
+            100 * test,
+            self.budget.flops(candidate.arch),
+            speed,
+            entry["status"],
+        )
         if self.run:
             self.run.log({k: v for k, v in entry.items() if isinstance(v, int | float)} | {"layer": layer})
         return kept

@@ -8,8 +8,6 @@ import torch
 from fmnist.core.model import WIDTHS as LAYERS  # prunable layer -> its width key
 from fmnist.core.model import FashionCNN, build
 
-NEXT = {"conv1": "conv2", "conv2": "fc1", "fc1": "fc2"}  # whose inputs shrink with it
-
 
 def unit_norms(model: FashionCNN, layer: str, criterion: str = "l2") -> torch.Tensor:
     """One score per output unit of `layer`: the L1 or L2 norm of the weights that produce it."""
@@ -19,15 +17,16 @@ def unit_norms(model: FashionCNN, layer: str, criterion: str = "l2") -> torch.Te
 
 def remove_units(model: FashionCNN, layer: str, units: list[int]) -> FashionCNN:
     """A new, physically smaller model without `units` of `layer`; the next layer loses the matching inputs."""
-    n = model.arch[LAYERS[layer]]
-    keep = torch.tensor([u for u in range(n) if u not in set(units)])
+    names = [lay.name for lay in model.layers]
+    this, after = model.layers[names.index(layer)], model.layers[names.index(layer) + 1]  # whose inputs shrink with it
+    keep = torch.tensor([u for u in range(this.units) if u not in set(units)])
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     sd[f"{layer}.weight"], sd[f"{layer}.bias"] = sd[f"{layer}.weight"][keep], sd[f"{layer}.bias"][keep]
-    nxt = sd[f"{NEXT[layer]}.weight"]
-    if layer == "conv2":  # flatten is channel-major: each conv2 channel owns one block of h2*h2 fc1 inputs
-        sd["fc1.weight"] = nxt.view(nxt.shape[0], n, -1)[:, keep].reshape(nxt.shape[0], -1)
-    else:  # conv2 input channels or fc2 input columns
-        sd[f"{NEXT[layer]}.weight"] = nxt[:, keep]
+    nxt = sd[f"{after.name}.weight"]
+    if this.conv and not after.conv:  # flatten is channel-major: each channel owns one block of side*side inputs
+        sd[f"{after.name}.weight"] = nxt.view(nxt.shape[0], this.units, -1)[:, keep].reshape(nxt.shape[0], -1)
+    else:  # the next conv's input channels or the next linear layer's input columns
+        sd[f"{after.name}.weight"] = nxt[:, keep]
     smaller = build({**model.arch, LAYERS[layer]: len(keep)})
     smaller.load_state_dict(sd)
     return smaller.to(next(model.parameters()).device)
@@ -45,8 +44,10 @@ def lattice(width: int, step: int, min_units: int) -> list[int]:
 
 def floor_arch(arch: dict, layers, step, min_units: int) -> dict:
     """The smallest architecture pruning can reach: every pruned layer stepped down as far as min_units allows."""
-    return {**arch, **{LAYERS[layer]: lattice(arch[LAYERS[layer]], step_of(step, layer), min_units)[-1]
-                       for layer in layers}}  # fmt: skip
+    return {
+        **arch,
+        **{LAYERS[layer]: lattice(arch[LAYERS[layer]], step_of(step, layer), min_units)[-1] for layer in layers},
+    }
 
 
 def reachable(arch: dict, layers, step, min_units: int) -> list[dict]:
