@@ -11,30 +11,32 @@ and the probability that it is above it), DIR/finish.json and DIR/best.json (the
 validation accuracy, its best-validation seed's checkpoint: what `fmnist.prune prune.checkpoint=DIR` starts from).
 
 Did pruning lose the best configuration? (without --top) Trains every configuration a sweep tried (its summary.csv)
-to the sweep's full trainer.max_epochs, pruned or not, as plain single runs of `python -m fmnist.train` (no Optuna,
-so it runs wherever fmnist trains: a GPU box too), N at a time. Then compares: the configuration the pruned sweep
-picked against the one the whole curves pick, both by validation accuracy. Writes DIR/<trial>/ (one run each,
-resumable: a rerun finishes what is missing), DIR/retrain.md and DIR/retrain.json. `python -m fmnist.pruner_replay
-DIR` then replays these whole curves through every pruner. Extra arguments are Hydra overrides for every run
-(trainer.device=cuda logger=none ...).
+to the sweep's full trainer.max_epochs, pruned or not, as one multirun of `python -m fmnist.train` through Hydra's
+joblib launcher, --jobs at a time (no Optuna, so it runs wherever fmnist trains: a GPU box too). Then compares: the
+configuration the pruned sweep picked against the one the whole curves pick, both by validation accuracy. Writes
+DIR/<trial>/ (one run each, resumable: a rerun finishes what is missing), DIR/retrain.md and DIR/retrain.json.
+`python -m fmnist.pruner_replay DIR` then replays these whole curves through every pruner. Extra arguments are Hydra
+overrides for every run (trainer.device=cuda logger=none ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
 from fmnist.core.errors import UserError
 from fmnist.core.runs import pct
 from fmnist.core.stats import against, prob_above, quoted
 from fmnist.core.study import PUBLISHED as STUDY
-from fmnist.ops.seeds import group_runs
-from fmnist.ops.trials import params
+from fmnist.search.trials import params
 
 RETRAINED = ("COMPLETE", "PRUNED", "DIVERGED")  # a failed trial trained nothing: its failure is not a curve
 
@@ -55,17 +57,44 @@ def overrides(row: dict) -> list[str]:
     return [f"{key}={row[name]}" for name, key in params().items()]
 
 
-def _run(row: dict, run_dir: Path, extra: list[str]) -> str:
-    """Train one configuration into run_dir (train resumes from its last.pt); its outcome."""
-    done = runs.summary_of(run_dir, "train")
-    if done:
-        return f"{done['status']} earlier"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "fmnist.train", *overrides(row), *extra, f"hydra.run.dir={run_dir}"]
-    with open(run_dir / "stdout.log", "a") as log:  # train.log is Hydra's own
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-    summary = runs.summary_of(run_dir, "train")
-    return summary["status"] if summary and code == 0 else f"failed (exit {code}, see {run_dir / log.name})"
+def launch(jobs: list[tuple[str, list[str]]], out: Path, n_jobs: int, extra: list[str]) -> dict[str, str]:
+    """Train every job (a run folder under `out` and its overrides) that has not finished, as one Hydra multirun of
+    `fmnist.train` through Hydra's joblib launcher, n_jobs at a time, in the order given; each job's outcome.
+
+    The jobs differ in several keys at once, which no sweep's product of values expresses: each becomes a config of
+    its own, out/.jobs/retrain/jobN.yaml (its overrides and its run folder as hydra.sweep.subdir), and the multirun
+    sweeps that one group. A finished run is not launched again (its summary.json says how it ended); a cut one
+    resumes from its last.pt."""
+    todo = [(sub, o) for sub, o in jobs if not runs.summary_of(out / sub, "train")]
+    group = out / ".jobs" / "retrain"
+    shutil.rmtree(group, ignore_errors=True)  # a stale job of an earlier invocation must not run
+    for i, (sub, job_overrides) in enumerate(todo):
+        node = OmegaConf.from_dotlist(job_overrides)
+        node.hydra = {"sweep": {"subdir": sub}}
+        runs.write_text(f"# @package _global_\n{OmegaConf.to_yaml(node)}", group / f"job{i}.yaml")
+    if todo:
+        cmd = [
+            sys.executable,
+            "-m",
+            "fmnist.train",
+            "--multirun",
+            "~hparams_search",
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={n_jobs}",
+            f"hydra.searchpath=['file://{group.parent.resolve()}']",
+            f"hydra.sweep.dir={out}",
+            "+retrain=" + ",".join(f"job{i}" for i in range(len(todo))),
+            *extra,
+        ]
+        # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
+        subprocess.run(cmd)
+    outcomes = {}
+    for sub, _ in jobs:
+        summary = runs.summary_of(out / sub, "train")
+        fresh = any(sub == s for s, _ in todo)
+        status = f"{summary['status']}{'' if fresh else ' earlier'}" if summary else "failed"
+        outcomes[sub] = status if summary else f"{status} (see {out / sub / 'train.log'})"
+    return outcomes
 
 
 def _longest_first(row: dict) -> tuple:
@@ -77,10 +106,9 @@ def retrain(sweep_dir: Path, out: Path, jobs: int = 1, extra: list[str] = ()) ->
     rows = configurations(sweep_dir)
     started = time.perf_counter()
     longest_first = sorted(rows, key=_longest_first)
-    with ThreadPoolExecutor(jobs) as pool:  # threads only wait: each run is its own process
-        outcomes = pool.map(lambda r: _run(r, out / r["trial"], list(extra)), longest_first)
-        for row, outcome in zip(longest_first, outcomes, strict=True):
-            print(f"trial {row['trial']}: {outcome}", flush=True)
+    outcomes = launch([(r["trial"], overrides(r)) for r in longest_first], out, jobs, list(extra))
+    for row in longest_first:
+        print(f"trial {row['trial']}: {outcomes[row['trial']]}", flush=True)
     return compare(rows, out, time.perf_counter() - started, jobs, extra)
 
 
@@ -90,21 +118,23 @@ def compare(rows: list[dict], out: Path, seconds: float, jobs: int, extra) -> di
     for row in rows:
         summary = runs.summary_of(out / row["trial"], "train")
         best = (summary or {}).get("best") or {}
-        trials.append({
-            "trial": int(row["trial"]),
-            "config": {name: row[name] for name in params()},
-            "sweep_state": row["state"],
-            "sweep_epochs": int(row["epochs"]),
-            "sweep_val": float(row["val_accuracy"]) if row["val_accuracy"] else None,
-            "status": summary["status"] if summary else "failed",
-            "epochs": (summary or {}).get("epochs_run", 0),
-            "best_epoch": best.get("epoch"),
-            "val_accuracy": best.get("val_accuracy"),
-            "test_accuracy": best.get("test_accuracy"),
-            "seconds": (summary or {}).get("wall_seconds"),
-            "device": (summary or {}).get("device"),
-            "precision": ((summary or {}).get("precision") or {}).get("used"),  # trainer.precision, as it resolved
-        })  # fmt: skip
+        trials.append(
+            {
+                "trial": int(row["trial"]),
+                "config": {name: row[name] for name in params()},
+                "sweep_state": row["state"],
+                "sweep_epochs": int(row["epochs"]),
+                "sweep_val": float(row["val_accuracy"]) if row["val_accuracy"] else None,
+                "status": summary["status"] if summary else "failed",
+                "epochs": (summary or {}).get("epochs_run", 0),
+                "best_epoch": best.get("epoch"),
+                "val_accuracy": best.get("val_accuracy"),
+                "test_accuracy": best.get("test_accuracy"),
+                "seconds": (summary or {}).get("wall_seconds"),
+                "device": (summary or {}).get("device"),
+                "precision": ((summary or {}).get("precision") or {}).get("used"),  # trainer.precision, as it resolved
+            }
+        )
     complete = [t for t in trials if t["sweep_state"] == "COMPLETE" and t["sweep_val"] is not None]
     whole = [t for t in trials if t["status"] == "completed" and t["val_accuracy"] is not None]
     if not complete or not whole:
@@ -167,10 +197,14 @@ def top(sweep_dir: Path, k: int) -> list[dict]:
     twice counts once (its better trial): sweeps drop answered repeats from their table (ops/trials.rows_of), but
     tables written before they did list them."""
     rows = configurations(sweep_dir)
-    done = sorted((r for r in rows if r["state"] == "COMPLETE" and r["val_accuracy"]),
-                  key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])))  # fmt: skip
-    pruned = sorted((r for r in rows if r["state"] == "PRUNED" and r["val_accuracy"]),
-                    key=lambda r: (-int(r["epochs"]), -float(r["val_accuracy"]), int(r["trial"])))  # fmt: skip
+    done = sorted(
+        (r for r in rows if r["state"] == "COMPLETE" and r["val_accuracy"]),
+        key=lambda r: (-float(r["val_accuracy"]), int(r["trial"])),
+    )
+    pruned = sorted(
+        (r for r in rows if r["state"] == "PRUNED" and r["val_accuracy"]),
+        key=lambda r: (-int(r["epochs"]), -float(r["val_accuracy"]), int(r["trial"])),
+    )
     picked, seen = [], set()
     for row in done + pruned:
         config = tuple(str(row[name]) for name in params())
@@ -178,8 +212,10 @@ def top(sweep_dir: Path, k: int) -> list[dict]:
             seen.add(config)
             picked.append(row)
     if len(picked) < k:
-        raise UserError(f"{sweep_dir} has {len(picked)} distinct configuration(s) that trained ({len(done)} "
-                        f"completed), fewer than --top {k}: lower --top or run more trials")  # fmt: skip
+        raise UserError(
+            f"{sweep_dir} has {len(picked)} distinct configuration(s) that trained ({len(done)} "
+            f"completed), fewer than --top {k}: lower --top or run more trials"
+        )
     return picked[:k]
 
 
@@ -188,14 +224,15 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
     rows = top(sweep_dir, k)
     started = time.perf_counter()
     tasks = sorted(((r, s) for r in rows for s in range(seeds)), key=lambda t: (_longest_first(t[0]), t[1]))
-
-    def run(task: tuple[dict, int]) -> str:
-        row, seed = task
-        return _run(row, out / row["trial"] / f"seed{seed}", [*extra, f"trainer.seed={seed}"])
-
-    with ThreadPoolExecutor(jobs) as pool:  # threads only wait: each run is its own process
-        for (row, seed), outcome in zip(tasks, pool.map(run, tasks), strict=True):
-            print(f"trial {row['trial']} seed {seed}: {outcome}", flush=True)
+    subdirs = [f"{row['trial']}/seed{seed}" for row, seed in tasks]
+    outcomes = launch(
+        [(sub, [*overrides(row), f"trainer.seed={seed}"]) for sub, (row, seed) in zip(subdirs, tasks, strict=True)],
+        out,
+        jobs,
+        list(extra),
+    )
+    for sub, (row, seed) in zip(subdirs, tasks, strict=True):
+        print(f"trial {row['trial']} seed {seed}: {outcomes[sub]}", flush=True)
     configs = []
     for rank, row in enumerate(rows, 1):
         group = group_runs([out / row["trial"]])["groups"]
@@ -204,16 +241,25 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
         g = group[0]
         test = g["stats"].get("test_accuracy")
         figure = STUDY["top3_test_accuracy"][rank - 1] if rank <= len(STUDY["top3_test_accuracy"]) else None
-        configs.append({
-            "rank": rank, "trial": int(row["trial"]), "config": {name: row[name] for name in params()},
-            "sweep_state": row["state"], "sweep_epochs": int(row["epochs"]), "sweep_val": float(row["val_accuracy"]),
-            "sweep_test": float(row["test_accuracy"]) if row["test_accuracy"] else None,
-            "seeds": g["seeds"], "not_completed": g["not_completed"], "stats": g["stats"], "runs": g["runs"],
-            "study_test": figure,
-            "p_above_study": prob_above(test, figure) if test and figure is not None else None,
-            "runs_above_study": sum(r["test_accuracy"] > figure for r in g["runs"].values()) if figure else None,
-            "against_study": against(test, figure) if test and figure is not None else None,
-        })  # fmt: skip
+        configs.append(
+            {
+                "rank": rank,
+                "trial": int(row["trial"]),
+                "config": {name: row[name] for name in params()},
+                "sweep_state": row["state"],
+                "sweep_epochs": int(row["epochs"]),
+                "sweep_val": float(row["val_accuracy"]),
+                "sweep_test": float(row["test_accuracy"]) if row["test_accuracy"] else None,
+                "seeds": g["seeds"],
+                "not_completed": g["not_completed"],
+                "stats": g["stats"],
+                "runs": g["runs"],
+                "study_test": figure,
+                "p_above_study": prob_above(test, figure) if test and figure is not None else None,
+                "runs_above_study": sum(r["test_accuracy"] > figure for r in g["runs"].values()) if figure else None,
+                "against_study": against(test, figure) if test and figure is not None else None,
+            }
+        )
     ranked = [c for c in configs if c["stats"]]
     if not ranked:
         raise UserError(f"no run under {out} completed: see the stdout.log files there")
@@ -221,19 +267,32 @@ def finish(sweep_dir: Path, out: Path, k: int, seeds: int, jobs: int = 1, extra:
     seed, run = max(best["runs"].items(), key=lambda sr: (sr[1]["val_accuracy"], -sr[0]))
     best_json = {
         "source": f"python -m fmnist.retrain {sweep_dir} --top {k} --seeds {seeds}",
-        "trial": best["trial"], "seed": seed, "params": best["config"],
+        "trial": best["trial"],
+        "seed": seed,
+        "params": best["config"],
         "metrics": {m: best["stats"][m]["mean"] for m in ("val_accuracy", "test_accuracy")},  # over the seeds
         "run_dir": run["run_dir"],
         "checkpoint": str((Path(run["run_dir"]) / "checkpoints" / "best.pt").resolve()),
-    }  # fmt: skip
+    }
     # a resumed invocation trains only what is missing, so its own time says little: the runs' own times (each
     # summed over its resumes by train) are the training's cost
-    run_seconds = sum((runs.summary_of(out / r["trial"] / f"seed{s}", "train") or {}).get("wall_seconds") or 0.0
-                      for r, s in tasks)  # fmt: skip
-    result = {"sweep": str(sweep_dir), "top": k, "seeds": seeds, "configurations": configs,
-              "best_trial": best["trial"], "seconds": time.perf_counter() - started, "run_seconds": run_seconds,
-              "runs": len(tasks), "jobs": jobs,
-              "overrides": list(extra), "level": 0.95, "method": "t"}  # fmt: skip
+    run_seconds = sum(
+        (runs.summary_of(out / r["trial"] / f"seed{s}", "train") or {}).get("wall_seconds") or 0.0 for r, s in tasks
+    )
+    result = {
+        "sweep": str(sweep_dir),
+        "top": k,
+        "seeds": seeds,
+        "configurations": configs,
+        "best_trial": best["trial"],
+        "seconds": time.perf_counter() - started,
+        "run_seconds": run_seconds,
+        "runs": len(tasks),
+        "jobs": jobs,
+        "overrides": list(extra),
+        "level": 0.95,
+        "method": "t",
+    }
     runs.write_json(best_json, out / "best.json")
     runs.write_json(result, out / "finish.json")
     runs.write_text(finish_markdown(result), out / "finish.md")
@@ -309,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (or a copy of its summary.csv's folder)")
     parser.add_argument("--out", type=Path, required=True, help="where the retrained runs and the comparison go")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (hydra.launcher.n_jobs)")
     parser.add_argument("--top", type=int, help="finish a search: only the K best completed trials, over --seeds")
     parser.add_argument("--seeds", type=int, help="with --top: seeds 0..N-1 per configuration (default 5)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.device=cuda")
@@ -323,8 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         if any(o.split("=")[0].lstrip("+~") == "trainer.seed" for o in args.overrides) and args.top:
             raise UserError("--top sets trainer.seed itself (0..N-1): drop the trainer.seed override, use --seeds")
         if args.top:
-            print(finish_markdown(finish(args.sweep_dir, args.out, args.top, args.seeds or 5, args.jobs,
-                                         args.overrides)))  # fmt: skip
+            print(
+                finish_markdown(finish(args.sweep_dir, args.out, args.top, args.seeds or 5, args.jobs, args.overrides))
+            )
         else:
             print(markdown(retrain(args.sweep_dir, args.out, args.jobs, args.overrides)))
     except UserError as e:
