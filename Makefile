@@ -17,7 +17,7 @@ data:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres,dashboard]'
+	$(PY) -m pip install -q -e '.[dev,postgres,dashboard,deploy]'
 	touch $@
 
 train: setup

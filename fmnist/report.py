@@ -509,6 +509,21 @@ def section_bench(dirs: list[Path]) -> str:
             f"{r['flops_ratio']:.2f}x | ~{STUDY['speedup']}x | {r['batch_size']}, {engines} | {r['threads']} | "
             f"{r['cpu']}, {r['device']}, torch {r['torch']} |"
         )
+    decomposed = [(d, r["decomposition"]) for d in dirs if (r := runs.read_summary(d, "bench")).get("decomposition")]
+    if decomposed:
+        out += [
+            f"\nThe study's ~{STUDY['speedup']}x decomposed: the original in eager fp32 (the study's way) → the "
+            "original on the deployment engine → the pruned model on it → the pruned model in int8; each factor a "
+            "per-round ratio with its 95 % interval (n rounds).\n",
+            "| bench | deployment engine | engine | pruning | int8 | total | test: original → pruned → int8 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for d, dec in decomposed:
+            cells = [_ratio_cell({**i, "mean": i["ratio"]}) for i in dec["steps"].values()]
+            cells += ["-"] * (3 - len(cells))
+            test = " → ".join(f"{100 * a:.2f} %" for a in dec["test_accuracy"].values())
+            total = _ratio_cell({**dec["total"], "mean": dec["total"]["ratio"]})
+            out.append(f"| `{run_name(d)}` | {dec['deploy']} | {' | '.join(cells)} | {total} | {test} |")
     return "\n".join(out) + "\n"
 
 

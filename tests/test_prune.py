@@ -1,6 +1,7 @@
 import copy
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -288,6 +289,109 @@ def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, train
     ):
         fmnist.bench.bench(cfg, tmp_path / "bench")
     assert not (tmp_path / "bench" / "summary.json").exists()
+
+
+def test_openvino_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_path, trained):
+    """OpenVINO forced to f32 computes the model's logits; its default precision and NNCF's int8 pass the agreement
+    check on the 10 000 test images; the decomposition's factors multiply to its total, round by round."""
+    import fmnist.bench
+
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    engines = "eager,openvino_f32,openvino,openvino_int8"
+    cfg = compose_cfg(
+        tmp_path / "bench",
+        [
+            f"bench.prune_dir={prune_dir}",
+            "bench.images=2000",
+            "bench.repeats=2",
+            "bench.max_repeats=2",
+            "bench.calibration=200",
+            # a model trained briefly on a subset, pruned to 10 fc1 neurons: many near-ties, so int8 gets looser bounds
+            # here than make reproduce's models get by default (0.98, 0.5 points)
+            "bench.min_agreement_int8=0.9",
+            "bench.max_accuracy_drop=0.03",
+            "trainer.device=cpu",
+            "trainer.threads=1",
+            f"bench.engines=[{engines}]",
+        ],
+        config_name="bench",
+    )
+    result = fmnist.bench.bench(cfg, tmp_path / "bench")
+    assert result["engines"] == engines.split(",") and result["skipped"] == {}
+    for name in ("original", "pruned"):
+        entry = result[name]
+        assert entry["max_abs_logit_diff"]["openvino_f32"] < 1e-3  # equality, checked before timing
+        for e in ("openvino", "openvino_int8"):
+            agreed = entry["agreement"][e]
+            least = 0.9 if e == "openvino_int8" else 0.99
+            assert agreed["argmax_agreement"] >= least and agreed["accuracy_drop"] <= 0.03
+            assert agreed["fp32_test_accuracy"] == entry["test_accuracy"]
+        assert entry["agreement"]["openvino_int8"]["max_abs_logit_diff"] > 1e-4  # int8 arithmetic, not f32
+    d = result["decomposition"]
+    assert d["deploy"] != "openvino_int8" and d["int8"] == "openvino_int8"
+    assert set(d["steps"]) == {"engine", "pruning", "int8"}
+    product = d["steps"]["engine"]["ratio"] * d["steps"]["pruning"]["ratio"] * d["steps"]["int8"]["ratio"]
+    assert d["total"]["ratio"] == pytest.approx(product) and d["total"]["n"] == result["rounds"] == 2
+    assert d["steps"]["pruning"]["ratio"] == pytest.approx(result["speedup_interval"][d["deploy"]]["ratio"])
+    assert d["test_accuracy"]["pruned, int8"] == result["pruned"]["agreement"]["openvino_int8"]["test_accuracy"]
+    text = fmnist.bench.summary_text(result)
+    assert "decomposed (original eager fp32 -> pruned on" in text and "int8 (openvino_int8)" in text
+    assert result["tolerance"] == {"min_agreement": 0.99, "min_agreement_int8": 0.9, "max_accuracy_drop": 0.03}
+    # the same int8 engine held to agreement it cannot reach: the bench stops with its figures, writes nothing
+    cfg.bench.engines, cfg.bench.min_agreement_int8 = ["eager", "openvino_int8"], 1.0
+    with pytest.raises(
+        UserError,
+        match=r"engine openvino_int8 on the original model: argmax agrees with fp32 on "
+        r"\d+\.\d+% of the test images \(bench.min_agreement_int8=1.0\)",
+    ):
+        fmnist.bench.bench(cfg, tmp_path / "bench-strict")
+    assert not (tmp_path / "bench-strict" / "summary.json").exists()
+
+
+def test_a_missing_engine_package_is_skipped_with_one_line(tmp_path, trained, monkeypatch, caplog):
+    import importlib.util
+
+    import fmnist.bench
+
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    cfg = compose_cfg(
+        tmp_path / "bench",
+        [
+            f"bench.prune_dir={prune_dir}",
+            "bench.images=1000",
+            "bench.repeats=1",
+            "bench.max_repeats=1",
+            "trainer.device=cpu",
+            "bench.engines=[eager,openvino_int8]",
+        ],
+        config_name="bench",
+    )
+    result = fmnist.bench.bench(cfg, tmp_path / "bench")
+    why = "nncf is not installed: pip install -e '.[deploy]'"
+    assert result["engines"] == ["eager"] and result["skipped"] == {"openvino_int8": why}
+    assert f"engine openvino_int8 skipped: {why}" in caplog.text
+    cfg.bench.engines = ["openvino_int8"]  # nothing left to time: one line, nothing written
+    with pytest.raises(UserError, match="bench.engines: nothing left to time here"):
+        fmnist.bench.bench(cfg, tmp_path / "bench2")
+    assert not (tmp_path / "bench2").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("bench.calibration=0", r"bench.calibration=0 must be a whole number in \[1, 60000\]"),
+        ("bench.calibration=70000", r"bench.calibration=70000 must be a whole number in \[1, 60000\]"),
+        ("bench.deploy=openvino", r"bench.deploy=openvino: name one of bench.engines"),
+    ],
+)
+def test_bench_refuses_a_bad_calibration_or_deploy_engine(tmp_path, override, message):
+    proc = run_cli("fmnist.bench", "bench.engines=[eager]", override, f"hydra.run.dir={tmp_path / 'b'}", check=False)
+    assert proc.returncode == 1 and re.search(message, proc.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "b" / "summary.json").exists()
 
 
 def test_bench_unknown_engine(tmp_path):

@@ -1,9 +1,12 @@
 """Inference engines: a trained model run by eager PyTorch, channels-last, torch.compile, an ONNX export on ONNX
-Runtime or eager under bf16 autocast, each built before it is timed; and one timed pass over a set of images."""
+Runtime, eager under bf16 autocast, or OpenVINO (as deployed: the CPU's default precision, bf16 where the hardware
+has it; forced f32; int8 by NNCF's post-training quantization), each built before it is timed; and one timed pass
+over a set of images."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
@@ -15,12 +18,63 @@ from omegaconf import DictConfig, ListConfig
 from fmnist.core.checks import integer, number
 from fmnist.core.errors import ConfigError, UserError
 
-ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "bf16")
-LOW_PRECISION = ("bf16",)  # engines whose logits differ from fp32's: checked by agreement, not equality
+ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "bf16", "openvino", "openvino_f32", "openvino_int8")
+# engines whose logits differ from fp32's: checked by argmax agreement and test accuracy, not equality (OpenVINO's
+# default precision is bf16 on a CPU with native bf16, f32 elsewhere)
+LOW_PRECISION = ("bf16", "openvino", "openvino_int8")
+INT8 = ("openvino_int8",)  # quantized: they need calibration images
+DEPLOY_EXTRA = "pip install -e '.[deploy]'"  # the extra that brings OpenVINO and NNCF (make setup installs it)
 
 
-def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path) -> Callable:
-    """A function images -> logits that runs `model` on one inference engine; built (and compiled) before timing."""
+class EngineMissing(UserError):
+    """An engine whose package is not installed: the bench skips it with this one line."""
+
+
+def missing(engine: str) -> str | None:
+    """Why an engine cannot run here (its package is not installed), or None."""
+    if not engine.startswith("openvino"):
+        return None  # the others need only the core dependencies
+    for package in ("openvino", *(("nncf",) if engine in INT8 else ())):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed: {DEPLOY_EXTRA}"
+    return None
+
+
+def openvino():
+    try:
+        import openvino as ov  # heavy, and optional: only the OpenVINO engines need it
+    except ImportError:
+        raise EngineMissing(f"OpenVINO is not installed: {DEPLOY_EXTRA}") from None
+    return ov
+
+
+def _openvino_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, calibration) -> Callable:
+    """The model converted by OpenVINO's own converter (any batch size), int8-quantized by NNCF on `calibration`
+    images for openvino_int8, compiled for the CPU with fmnist's threads."""
+    ov = openvino()
+    if example.is_cuda:
+        raise UserError("bench.engines: the OpenVINO engines run on the CPU only; drop them or set trainer.device=cpu")
+    converted = ov.convert_model(model, example_input=example[:2], input=[ov.PartialShape([-1, *example.shape[1:]])])
+    if engine in INT8:
+        try:
+            import nncf  # heavy, and optional: only the int8 engine needs it
+        except ImportError:
+            raise EngineMissing(f"NNCF is not installed: {DEPLOY_EXTRA}") from None
+        logging.getLogger("nncf").setLevel(logging.WARNING)  # its progress bars would bury the benchmark's log
+        images = [calibration[i : i + 1].numpy() for i in range(len(calibration))]  # one sample per image
+        converted = nncf.quantize(converted, nncf.Dataset(images), subset_size=len(images))
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    if engine == "openvino_f32":  # otherwise the CPU plugin's default: bf16 where the hardware computes it natively
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(converted, "CPU", config)
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+
+
+def engine_runner(
+    model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path, calibration: torch.Tensor | None = None
+) -> Callable:
+    """A function images -> logits that runs `model` on one inference engine; built (and compiled, quantized on
+    `calibration` images) before timing. An engine whose package is missing raises EngineMissing."""
     model = copy.deepcopy(model).eval()
     if engine == "eager":
         return model
@@ -55,6 +109,8 @@ def engine_runner(model: torch.nn.Module, engine: str, example: torch.Tensor, on
         return lambda x: session.run(None, {"images": x.numpy()})[0]
     if engine == "bf16":  # eager under autocast: bf16 convs and matmuls on the fp32 weights, as bf16 training runs
         return lambda x: _bf16(model, x)
+    if engine.startswith("openvino"):
+        return _openvino_runner(model, engine, example, calibration)
     raise UserError(f"bench.engines: unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
 
 
@@ -120,6 +176,12 @@ def check_bench(b: DictConfig) -> None:
     if not engines or any(e not in ENGINES for e in engines):
         raise ConfigError(f"bench.engines={b.engines}: give a list of one or more of {', '.join(ENGINES)}")
     number(b.min_agreement, "bench.min_agreement", 0, 1)
+    number(b.min_agreement_int8, "bench.min_agreement_int8", 0, 1)
     number(b.max_accuracy_drop, "bench.max_accuracy_drop", 0, 1)
+    integer(b.calibration, "bench.calibration", 1, 60_000, " (images of the 60 000 training images)")
+    if b.deploy is not None and b.deploy not in b.engines:
+        raise ConfigError(
+            f"bench.deploy={b.deploy}: name one of bench.engines {list(b.engines)}, or null (the fastest)"
+        )
     if (b.original is None) != (b.pruned is None):
         raise ConfigError("bench.original and bench.pruned go together: give both checkpoints, or bench.prune_dir")
