@@ -60,7 +60,11 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     (train_x, _), (test_x, test_y) = read_raw(cfg.data.root, cfg.data.system_dir, cfg.data.download)
     x = normalize(train_x[: b.images], cfg.data.mean, cfg.data.std, device)  # the study timed all 60 000
     # int8 calibration: training images, never the test images its accuracy is checked on
-    calibration = normalize(train_x[-b.calibration :], cfg.data.mean, cfg.data.std, torch.device("cpu"))
+    calibration = (
+        normalize(train_x[-b.calibration :], cfg.data.mean, cfg.data.std, torch.device("cpu"))
+        if any(e in INT8 for e in engines)
+        else None
+    )
     test_x, test_y = normalize(test_x, cfg.data.mean, cfg.data.std, device), test_y.to(device)  # read once
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, runners = {}, {}

@@ -88,11 +88,10 @@ def launch(jobs: list[tuple[str, list[str]]], out: Path, n_jobs: int, extra: lis
         ]
         # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
         subprocess.run(cmd)
-    outcomes = {}
+    outcomes, launched = {}, {sub for sub, _ in todo}
     for sub, _ in jobs:
         summary = runs.summary_of(out / sub, "train")
-        fresh = any(sub == s for s, _ in todo)
-        status = f"{summary['status']}{'' if fresh else ' earlier'}" if summary else "failed"
+        status = f"{summary['status']}{'' if sub in launched else ' earlier'}" if summary else "failed"
         outcomes[sub] = status if summary else f"{status} (see {out / sub / 'train.log'})"
     return outcomes
 
