@@ -12,7 +12,15 @@ from fmnist.core.errors import ConfigError, UserError
 from fmnist.core.flops import totals
 from fmnist.core.machine import keep_heap
 from fmnist.core.model import layers
-from fmnist.pruning.latency import LatencyTable, _layer, _onnx_graph, machine, measure, table_path
+from fmnist.pruning.latency import (
+    LatencyTable,
+    _layer,
+    _onnx_graph,
+    _openvino_layer,
+    machine,
+    measure,
+    table_path,
+)
 from fmnist.pruning.selection import choose
 from fmnist.pruning.units import reachable
 from fmnist.report import section_speed
@@ -151,7 +159,7 @@ def test_min_saving_jumps_a_latency_cliff_in_one_step(tmp_path, trained):
         (["prune.target_flops_ratio=0.5"], ConfigError, r"prune.target_flops_ratio=0.5 must be a number in \[1, inf\)"),
         (["prune.target_flops_ratio=5000"], UserError, "cannot be met"),
         (["prune.target_speedup=50"], UserError, "cannot be met on eager"),
-        (["latency.engine=tensorrt"], ConfigError, "latency.engine='tensorrt': use one of eager, onnxruntime, bf16"),
+        (["latency.engine=tensorrt"], ConfigError, "'tensorrt': use one of eager, onnxruntime, bf16, openvino"),
         (["prune.selection=global", "prune.tolerance=null"], ConfigError, "would prune every layer to min_units"),
         (["prune.min_saving=0.1"], ConfigError, "prune.min_saving sizes global selection's candidates"),
         (["prune.selection=global", "prune.min_saving=1.5"], ConfigError, r"prune.min_saving=1.5 must be .* \(0, 1\)"),
@@ -245,3 +253,42 @@ def test_bf16_engine_times_its_layers_under_autocast_in_its_own_table(tmp_path, 
     assert machine("bf16", 1, 100)["engine"] == "bf16"
     eager = compose_cfg(tmp_path, ["latency.engine=eager", "latency.batch_size=100"], config_name="latency")
     assert "bf16-" in str(table_path(cfg.latency, 1)) and table_path(cfg.latency, 1) != table_path(eager.latency, 1)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "fc1", "fc2"])
+def test_openvino_layer_graph_computes_the_layer(layer):
+    arch = {"conv1_channels": 3, "conv1_kernel": 3, "conv2_channels": 4, "conv2_kernel": 5, "fc1_size": 7}
+    described = next(d for d in layers(arch) if d.name == layer)
+    module = _layer(described)
+    x = torch.randn(5, *described.in_shape)
+    compiled = _openvino_layer(module, described.in_shape, "openvino_f32")
+    torch.testing.assert_close(torch.from_numpy(compiled(x.numpy())[0]), module(x).detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_an_openvino_table_is_its_own_and_names_its_precision(tmp_path):
+    import openvino
+
+    arch = {"conv1_channels": 2, "conv1_kernel": 3, "conv2_channels": 3, "conv2_kernel": 5, "fc1_size": 6}
+    base = [f"latency.dir={tmp_path}", "latency.batch_size=50", "latency.repeats=2", "latency.warmup=1"]
+    f32 = compose_cfg(tmp_path, [*base, "latency.engine=openvino_f32"], config_name="latency")
+    table = LatencyTable.open(f32.latency)
+    assert table.meta["openvino"] == openvino.__version__ and table.meta["precision"] == "f32"
+    assert all(ms > 0 for ms in table.layers_ms(arch).values()) and table.measured == 4
+    saved = table.save()
+    assert saved.name.startswith("openvino_f32-") and LatencyTable.open(f32.latency).measured == 0
+    # the default precision is what the CPU plugin picks here (bf16 only where the CPU computes it natively)
+    default = compose_cfg(tmp_path, [*base, "latency.engine=openvino"], config_name="latency")
+    native = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    assert LatencyTable.open(default.latency).meta["precision"] == native
+    assert table_path(default.latency) != saved and not LatencyTable.open(default.latency).entries
+
+
+def test_an_openvino_table_without_openvino_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    cfg = compose_cfg(tmp_path, [f"latency.dir={tmp_path}", "latency.engine=openvino"], config_name="latency")
+    with pytest.raises(UserError, match=r"engine=openvino: openvino is not installed: pip install -e '.\[deploy\]'"):
+        LatencyTable.open(cfg.latency)
+    assert not list(tmp_path.glob("*.json"))

@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -27,8 +28,11 @@ from fmnist.core.checks import integer, one_of
 from fmnist.core.errors import UserError
 from fmnist.core.machine import cpu_name, heap_kept
 from fmnist.core.model import Layer, layers
+from fmnist.pruning.engines import missing, openvino
 
-ENGINES = ("eager", "onnxruntime", "bf16")  # bf16: eager under bf16 autocast, as fmnist.bench's bf16 engine
+# bf16: eager under bf16 autocast, as fmnist.bench's bf16 engine; openvino: OpenVINO's CPU plugin at its default
+# precision (bf16 where the CPU has it natively), openvino_f32 forced to f32, as fmnist.bench's engines of those names
+ENGINES = ("eager", "onnxruntime", "bf16", "openvino", "openvino_f32")
 KEYS = "Layer.key"  # how entries are named (fmnist.core.model): a table keyed otherwise is refused, not misread
 
 
@@ -68,6 +72,37 @@ def _onnxruntime():
             "or latency.engine=eager"
         ) from None
     return onnxruntime
+
+
+def _openvino_layer(module: nn.Module, in_shape: tuple[int, ...], engine: str):
+    """The layer compiled by OpenVINO's CPU plugin, built from OpenVINO's own operations (Convolution or MatMul, the
+    bias, then Relu) as one small graph: converting ~600 torch layers would take minutes. The whole model's converted
+    graph fuses the same bias and Relu into each convolution and matmul."""
+    ov = openvino()
+    import openvino.opset13 as ops  # with openvino: only these engines build graphs
+
+    first = module[0] if isinstance(module, nn.Sequential) else module
+    x = ops.parameter([-1, *in_shape], np.float32, name="x")
+    weight, bias = first.weight.detach().numpy(), first.bias.detach().numpy()
+    if isinstance(first, nn.Conv2d):
+        z = ops.convolution(x, ops.constant(weight), [1, 1], [0, 0], [0, 0], [1, 1])
+        z = ops.add(z, ops.constant(bias.reshape(1, -1, 1, 1)))
+    else:
+        z = ops.add(ops.matmul(x, ops.constant(weight), False, True), ops.constant(bias))
+    if isinstance(module, nn.Sequential):
+        z = ops.relu(z)
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}  # as fmnist.bench compiles the whole model
+    if engine == "openvino_f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    return ov.Core().compile_model(ov.Model([z], [x], "layer"), "CPU", config)
+
+
+def openvino_precision(engine: str) -> str:
+    """What the CPU plugin computes in for this engine on this machine (bf16 or f32): part of a table's machine."""
+    ov = openvino()
+    if engine == "openvino_f32":
+        return "f32"
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def _layer(layer: Layer) -> nn.Module:
@@ -119,6 +154,11 @@ def measure(layer: Layer, engine: str, batch_size: int, repeats: int, warmup: in
 
         def run():
             return session.run(None, inputs)
+    elif engine.startswith("openvino"):
+        compiled, inputs = _openvino_layer(module, layer.in_shape, engine), x.numpy()
+
+        def run():
+            return compiled(inputs)
     elif engine == "bf16":
 
         def run():
@@ -155,6 +195,11 @@ class LatencyTable:
         meta = machine(lat.engine, threads or torch.get_num_threads(), lat.batch_size)
         if lat.engine == "onnxruntime":
             meta["onnxruntime"] = _onnxruntime().__version__
+        if lat.engine.startswith("openvino"):
+            if why := missing(lat.engine):
+                raise UserError(f"latency.engine={lat.engine}: {why}, or choose another latency.engine")
+            meta["openvino"] = openvino().__version__
+            meta["precision"] = openvino_precision(lat.engine)  # bf16 or f32, as the CPU plugin resolves it here
         path = table_path(lat, threads)
         entries = {}
         if path.exists():
