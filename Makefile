@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test test-slow bench bench-liveness lint clean reproduce results pruner-study prune-compare
+.PHONY: setup data train test test-slow bench bench-liveness lint clean reproduce results pruner-study prune-compare \
+	findings
 
 setup: data $(VENV)/.installed
 
@@ -108,6 +109,12 @@ results:
 		$(PY) -m fmnist.seeds $$d --out $(RESULTS)/$$(basename $$d) || exit 1; done
 	mkdir -p $(RESULTS)/bench_norm_finetune && cp $(REPRO)/bench_norm_finetune/summary.json $(RESULTS)/bench_norm_finetune/
 	cp -r $(REPRO)/report/. $(RESULTS)/report/
+
+# The study's six findings at its own budget (conf/findings.yaml: medium, 40 epochs, all training images, one factor
+# at a time, 3 seeds, 5 where a verdict is still open). Resumable across sessions: each finished run's record goes to
+# results/findings/runs/ (commit it), and a rerun trains only what is not recorded there
+findings: setup
+	$(PY) -m fmnist.findings $(ARGS)
 
 # The measurement behind the default pruner: an unpruned sweep (conf/experiment/pruner_study.yaml), replayed
 # through every pruner by fmnist.pruner_replay; its small files go to results/pruner-study/

@@ -222,10 +222,12 @@ def section_findings(dirs: list[Path], sweep: Path | None) -> str:
     judged = claims({compare_key(d)[0]: d for d in dirs})
     if judged:
         out += [
-            "Each sentence of the study judged on the one-factor runs above: validation accuracy at each run's "
-            "best epoch, differences paired by seed with their 95 % t interval. It **holds** only where the "
-            "interval lies on the sentence's side, **does not hold** where it lies on the other, and is **not "
-            "settled** where it straddles.\n",
+            "Each sentence of the study judged on the one-factor runs above: validation accuracy where each run "
+            "ended (a diverged run at the accuracy it reached: every run counts), differences paired by seed with "
+            "their 95 % t interval. It **holds** only where the interval lies on the sentence's side, **does not "
+            'hold** where it lies on the other, and is **not settled** where it straddles; "about the same" is '
+            'tested as equivalence within ±0.5 points (two one-sided tests), "does not learn" as a rate with its '
+            "Wilson interval (`fmnist/analysis/findings.py`).\n",
             "| the study found | computed from the runs | verdict |",
             "|---|---|---|",
         ]

@@ -22,13 +22,9 @@ overrides for every run (trainer.device=cuda logger=none ...).
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-from omegaconf import OmegaConf
 
 from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
@@ -37,6 +33,7 @@ from fmnist.core.runs import pct
 from fmnist.core.stats import against, prob_above, quoted
 from fmnist.core.study import PUBLISHED as STUDY
 from fmnist.search.trials import params
+from fmnist.training.jobs import launch
 
 RETRAINED = ("COMPLETE", "PRUNED", "DIVERGED")  # a failed trial trained nothing: its failure is not a curve
 
@@ -55,45 +52,6 @@ def configurations(sweep_dir: Path) -> list[dict]:
 def overrides(row: dict) -> list[str]:
     """The Hydra overrides that train this row's configuration: every searched key and its max_epochs."""
     return [f"{key}={row[name]}" for name, key in params().items()]
-
-
-def launch(jobs: list[tuple[str, list[str]]], out: Path, n_jobs: int, extra: list[str]) -> dict[str, str]:
-    """Train every job (a run folder under `out` and its overrides) that has not finished, as one Hydra multirun of
-    `fmnist.train` through Hydra's joblib launcher, n_jobs at a time, in the order given; each job's outcome.
-
-    The jobs differ in several keys at once, which no sweep's product of values expresses: each becomes a config of
-    its own, out/.jobs/retrain/jobN.yaml (its overrides and its run folder as hydra.sweep.subdir), and the multirun
-    sweeps that one group. A finished run is not launched again (its summary.json says how it ended); a cut one
-    resumes from its last.pt."""
-    todo = [(sub, o) for sub, o in jobs if not runs.summary_of(out / sub, "train")]
-    group = out / ".jobs" / "retrain"
-    shutil.rmtree(group, ignore_errors=True)  # a stale job of an earlier invocation must not run
-    for i, (sub, job_overrides) in enumerate(todo):
-        node = OmegaConf.from_dotlist(job_overrides)
-        node.hydra = {"sweep": {"subdir": sub}}
-        runs.write_text(f"# @package _global_\n{OmegaConf.to_yaml(node)}", group / f"job{i}.yaml")
-    if todo:
-        cmd = [
-            sys.executable,
-            "-m",
-            "fmnist.train",
-            "--multirun",
-            "~hparams_search",
-            "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={n_jobs}",
-            f"hydra.searchpath=['file://{group.parent.resolve()}']",
-            f"hydra.sweep.dir={out}",
-            "+retrain=" + ",".join(f"job{i}" for i in range(len(todo))),
-            *extra,
-        ]
-        # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
-        subprocess.run(cmd)
-    outcomes, launched = {}, {sub for sub, _ in todo}
-    for sub, _ in jobs:
-        summary = runs.summary_of(out / sub, "train")
-        status = f"{summary['status']}{'' if sub in launched else ' earlier'}" if summary else "failed"
-        outcomes[sub] = status if summary else f"{status} (see {out / sub / 'train.log'})"
-    return outcomes
 
 
 def _longest_first(row: dict) -> tuple:

@@ -94,4 +94,4 @@ def test_every_readme_command_composes(command, capsys):
     config_name = re.search(r'config_name="(\w+)"', source).group(1)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name, overrides=args)
-    assert "trainer" in cfg
+    assert "paths" in cfg

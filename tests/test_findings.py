@@ -50,7 +50,9 @@ def test_importances_of_a_pruned_search_at_the_deepest_epoch_most_trials_reached
     assert few["trials"] == 5 and few["target"].startswith("validation accuracy at epoch 3")
 
 
-def _run(folder, seed, val, status="completed", **config):
+def _run(folder, seed, val, status="completed", start=None, epochs=6, **config):
+    """A training run's summary.json and metrics.csv: validation accuracy rising linearly from `start` to `val` over
+    `epochs` (a diverged run: two epochs at `val`, near chance)."""
     cfg = {
         "data": {"batch_size": 128, "val_size": 5000, "split_seed": 0, "subset": 15000},
         "model": {
@@ -62,12 +64,17 @@ def _run(folder, seed, val, status="completed", **config):
             "weight_init": "xavier_normal",
         },
         "optimizer": {"lr": 0.01, "momentum": 0.9},
-        "trainer": {"seed": seed, "max_epochs": 6},
+        "trainer": {"seed": seed, "max_epochs": epochs},
     }
     for key, value in config.items():
         group, name = key.split("__")
         cfg[group][name] = value
-    best = {"epoch": 6, "val_accuracy": val, "test_accuracy": val, "val_loss": 0.4, "test_loss": 0.4}
+    start = val if start is None else start
+    n = 2 if status == "diverged" else epochs
+    curve = [start + (val - start) * e / max(n - 1, 1) for e in range(n)]
+    rows = [{"epoch": e + 1, "train_accuracy": v, "val_accuracy": v, "test_accuracy": v} for e, v in enumerate(curve)]
+    runs.write_csv(rows, ["epoch", "train_accuracy", "val_accuracy", "test_accuracy"], folder / "metrics.csv")
+    best = {"epoch": n, "val_accuracy": val, "test_accuracy": val, "val_loss": 0.4, "test_loss": 0.4}
     runs.write_summary(
         "train",
         {
@@ -81,59 +88,151 @@ def _run(folder, seed, val, status="completed", **config):
     )
 
 
-def test_each_claim_is_judged_by_its_paired_interval(tmp_path):
+def test_each_claim_is_judged_on_every_run(tmp_path):
     lr, mom, init, cap = (tmp_path / n for n in ("lr", "momentum", "init", "capacity"))
     for seed in range(3):
-        _run(lr / f"a{seed}", seed, 0.0, status="diverged", optimizer__lr=0.1)  # never learns
-        _run(lr / f"b{seed}", seed, 0.85 + 0.01 * seed, optimizer__lr=0.01)
-        _run(lr / f"c{seed}", seed, 0.80 + 0.01 * seed + 0.002 * (seed == 1), optimizer__lr=0.001)  # ~5 points lower
+        _run(lr / f"a{seed}", seed, 0.1, status="diverged", optimizer__lr=0.1)  # never learns
+        _run(lr / f"b{seed}", seed, 0.85 + 0.01 * seed, start=0.80 + 0.01 * seed, optimizer__lr=0.01)
+        # lr 0.001 ends about where 0.01 does, but climbs from lower: it learns slower
+        _run(lr / f"c{seed}", seed, 0.85 + 0.01 * seed, start=0.60 + 0.01 * seed, optimizer__lr=0.001)
         _run(mom / f"a{seed}", seed, 0.85 + 0.01 * seed, optimizer__momentum=0.9)
-        _run(mom / f"b{seed}", seed, 0.85 + 0.01 * seed + 0.001 * (seed - 1), optimizer__momentum=0.99)  # ~equal
+        _run(mom / f"b{seed}", seed, 0.85 + 0.01 * seed + 0.001 * (seed + 1), optimizer__momentum=0.99)  # +0.1..0.3
         _run(init / f"a{seed}", seed, 0.85 + 0.01 * seed, model__weight_init="xavier_normal")
         _run(init / f"b{seed}", seed, 0.85 + 0.01 * seed + 0.003 * seed, model__weight_init="xavier_uniform")
         _run(init / f"c{seed}", seed, 0.86 + 0.01 * seed, model__weight_init="normal")  # normal is better here
         _run(cap / f"m{seed}", seed, 0.85 + 0.01 * seed)  # medium
-        _run(
-            cap / f"s{seed}",
-            seed,
-            0.84 + 0.01 * seed + 0.002 * seed,
-            model__conv1_kernel=5,
-            model__conv1_channels=8,
-            model__conv2_channels=8,
-            model__fc1_size=50,
-        )  # small: about 1 point lower
+        small = {
+            "model__conv1_kernel": 5,
+            "model__conv1_channels": 8,
+            "model__conv2_channels": 8,
+            "model__fc1_size": 50,
+        }
+        _run(cap / f"s{seed}", seed, 0.84 + 0.01 * seed + 0.002 * seed, **small)  # about 1 point lower
         # large: a difference from medium that changes sign over the seeds: not settled
-        _run(
-            cap / f"l{seed}",
-            seed,
-            0.85 + 0.01 * seed + 0.004 * (seed - 1),
-            model__conv1_kernel=5,
-            model__conv1_channels=16,
-            model__conv2_channels=16,
-        )
+        large = {"model__conv1_kernel": 3, "model__conv1_channels": 16, "model__conv2_channels": 16}
+        large["model__conv2_kernel"] = 3
+        _run(cap / f"l{seed}", seed, 0.85 + 0.01 * seed + 0.004 * (seed - 1), **large)
     by_claim = {
         c["claim"]: c
         for c in claims({"optimizer.lr": lr, "optimizer.momentum": mom, "model.weight_init": init, "model": cap})
     }
-    assert by_claim["learning rate 0.1 does not learn"]["verdict"] == "holds"
-    assert "3 of 3 seeds diverged" in by_claim["learning rate 0.1 does not learn"]["figure"]
-    slower = by_claim["learning rate 0.001 learns slower than 0.01"]
-    assert slower["verdict"] == "holds" and "lr 0.01 − lr 0.001 +4.93 points" in slower["figure"]
-    assert by_claim["momentum 0.99 does about as well as 0.9"]["verdict"] == "holds"
+    # "does not learn" is a rate: 0 of 3 learned has a Wilson interval [0, 56] %, not yet below one half
+    never = by_claim["learning rate 0.1 does not learn"]
+    assert never["verdict"] == "not settled" and "0 of 3 [0, 56] % of seeds learned, 3 diverged" in never["figure"]
+    for seed in (3, 4):  # 0 of 5: [0, 43] %, below one half
+        _run(lr / f"a{seed}", seed, 0.1, status="diverged", optimizer__lr=0.1)
+    (never, slower) = claims({"optimizer.lr": lr})
+    assert never["verdict"] == "holds" and "0 of 5 [0, 43] %" in never["figure"]
+    # learns slower: the mean over a straight climb is its midpoint, 0.01's 10 points above 0.001's on every seed
+    assert slower["verdict"] == "holds" and "lr 0.01 − lr 0.001 +10.00 points [+10.00, +10.00]" in slower["figure"]
+    # +0.1, +0.2, +0.3 points: the 90 % interval [+0.03, +0.37] is inside ±0.5 (test_equivalence_... has the numbers)
+    same = by_claim["momentum 0.99 does about as well as 0.9"]
+    assert same["verdict"] == "holds" and "90 % interval [+0.03, +0.37], TOST p = 0.018" in same["figure"]
     assert by_claim["Xavier initialization beats a plain normal one"]["verdict"] == "does not hold"
-    # normal init diverging on two seeds of three: one seed left to pair, no interval, and the figure says why
-    for seed in range(3):
-        _run(tmp_path / "init2" / f"a{seed}", seed, 0.86, model__weight_init="xavier_normal")
-        _run(tmp_path / "init2" / f"b{seed}", seed, 0.86, model__weight_init="xavier_uniform")
-        _run(
-            tmp_path / "init2" / f"c{seed}",
-            seed,
-            0.80,
-            status="completed" if seed == 2 else "diverged",
-            model__weight_init="normal",
-        )
-    (xavier,) = claims({"model.weight_init": tmp_path / "init2"})
-    assert xavier["verdict"] == "not settled" and "(one seed: no interval)" in xavier["figure"]
-    assert xavier["figure"].endswith("(normal: 2 of 3 seeds diverged)")
     assert by_claim["the medium model does best (small ones underfit, large ones overfit)"]["verdict"] == "not settled"
     assert "smaller batches do better in the same number of epochs" not in by_claim  # no batch comparison given
+
+
+def test_diverged_runs_count_at_the_accuracy_they_reached(tmp_path):
+    init = tmp_path / "init"
+    for seed in range(3):  # normal init diverges on two seeds of three
+        _run(init / f"a{seed}", seed, 0.86, model__weight_init="xavier_normal")
+        _run(init / f"b{seed}", seed, 0.86, model__weight_init="xavier_uniform")
+        status = "completed" if seed == 2 else "diverged"
+        _run(init / f"c{seed}", seed, 0.80 if seed == 2 else 0.10, status=status, model__weight_init="normal")
+    (xavier,) = claims({"model.weight_init": init})
+    # every seed pairs: +76, +76, +6 points, whose interval [-47.7, +152.4] straddles 0 with 3 seeds
+    assert xavier["verdict"] == "not settled" and "xavier_normal − normal +52.67 points" in xavier["figure"]
+    assert "normal: 2 of 3 [21, 94] % diverged" in xavier["figure"]  # the Wilson interval of 2 of 3
+    assert xavier["diverged"]["normal"]["k"] == 2 and xavier["diverged"]["xavier_normal"]["k"] == 0
+    _run(init / "c2", 2, 0.10, status="diverged", model__weight_init="normal")  # the third diverges too
+    (xavier,) = claims({"model.weight_init": init})
+    assert xavier["verdict"] == "holds" and "+76.00 points" in xavier["figure"]
+
+
+def test_equivalence_holds_fails_or_stays_open():
+    from fmnist.analysis.findings import equivalence
+
+    # mean +0.2 points, sd 0.1, n 3: 90 % interval +0.2 ± 2.920 * 0.1 / sqrt(3) = [+0.03, +0.37], inside ±0.5
+    near = equivalence([0.001, 0.002, 0.003], 0.005)
+    assert near["verdict"] is True and near["low90"] == pytest.approx(0.000314, abs=1e-6)
+    # TOST: the larger one-sided p, t = (0.002 - 0.005) / (0.001 / sqrt(3)) = -5.196 on 2 df: 1/2 - t/(2 sqrt(2+t^2))
+    assert near["p"] == pytest.approx(0.5 - 5.196 / (2 * (2 + 5.196**2) ** 0.5), abs=1e-4)
+    assert equivalence([0.019, 0.020, 0.021], 0.005)["verdict"] is False  # 2 points apart, shown beyond ±0.5
+    assert equivalence([-0.01, 0.0, 0.012], 0.005)["verdict"] is None  # too spread to say either
+    assert equivalence([0.001], 0.005)["verdict"] is None  # one seed: no test
+
+
+def _findings_cfg(tmp_path, *overrides):
+    from omegaconf import open_dict
+
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(
+        tmp_path,
+        [
+            f"findings.out={tmp_path}/out",
+            f"findings.results={tmp_path}/results",
+            "findings.seeds=2",
+            "findings.more_seeds=3",
+            "++findings.base={trainer.max_epochs:2,data.subset:3000}",
+            "findings.extra=['logger=none','trainer.threads=1','data.val_size=500','trainer.device=cpu']",
+            *overrides,
+        ],
+        config_name="findings",
+    )
+    with open_dict(cfg):
+        cfg.findings.factors = {"optimizer.lr": [0.1, 0.01]}  # one factor, its two values: the base is lr 0.01
+    return cfg
+
+
+def test_findings_trains_records_judges_and_resumes(tmp_path):
+    import json
+    import shutil
+
+    from fmnist.findings import findings
+
+    result = findings(_findings_cfg(tmp_path))
+    records = sorted((tmp_path / "results" / "runs").glob("*/seed*.json"))
+    # two seeds of lr 0.1 and of the base, then a third of each: 'does not learn' is open at n=2 (and at 3)
+    assert [f"{p.parent.name}/{p.stem}" for p in records] == [
+        f"{name}/seed{s}" for name in ("base", "optimizer.lr=0.1") for s in range(3)
+    ]
+    first = json.loads(records[0].read_text())
+    assert first["status"] == "completed" and [row["epoch"] for row in first["curve"]] == [1, 2]
+    assert first["config"]["data.subset"] == 3000 and first["config"]["model.conv1_channels"] == 12  # the medium
+    (never, slower) = result["claims"]
+    assert never["claim"] == "learning rate 0.1 does not learn" and never["verdict"] in ("not settled", "does not hold")
+    assert never["seeds"] == {"0.1": [0, 1, 2]} and "no common seeds" in slower["figure"]  # no lr 0.001 run
+    md = (tmp_path / "results" / "findings.md").read_text()
+    assert "| learning rate 0.1 does not learn |" in md and "(plots/optimizer.lr.png)" in md
+    assert (tmp_path / "results" / "plots" / "optimizer.lr.png").read_bytes()[:4] == b"\x89PNG"
+    # another session: the run folders are gone, the committed records are not; nothing is trained again
+    shutil.rmtree(tmp_path / "out")
+    assert findings(_findings_cfg(tmp_path))["runs"] == 6 and not (tmp_path / "out").exists()
+    # a run finished but not recorded (the session was cut after it): recorded without training; a missing one trains
+    records[0].unlink()
+    records[1].unlink()
+    findings(_findings_cfg(tmp_path, "findings.train=false"))
+    assert not records[0].exists()  # train=false trains nothing
+    again = findings(_findings_cfg(tmp_path))
+    assert again["runs"] == 6 and json.loads(records[0].read_text())["curve"] == first["curve"]  # same seed, same run
+    assert sorted(p.name for p in (tmp_path / "out" / "base").iterdir()) == ["seed0", "seed1"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("findings.seeds=1", r"findings.seeds=1 must be a whole number >= 2 \(a verdict needs an interval\)"),
+        ("findings.margin=0", r"findings.margin=0 must be"),
+        ("findings.base.model=huge", "model values are presets of conf/model/: small, medium, large"),
+    ],
+)
+def test_findings_bad_input_is_one_line(tmp_path, override, message):
+    from tests.helpers import run_cli
+
+    proc = run_cli(
+        "fmnist.findings", f"findings.out={tmp_path}/out", f"findings.results={tmp_path}/r", override, check=False
+    )
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert __import__("re").search(message, proc.stderr) and not (tmp_path / "r").exists()

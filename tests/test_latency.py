@@ -120,6 +120,24 @@ def test_latency_aware_selection_prunes_the_expensive_layer_first(tmp_path, trai
     assert set(r["layer"] for r in _trajectory(tmp_path / "flops")[1:]) != {"conv2"}
 
 
+def _slow_one_channel_conv2(layer):
+    """conv2's time grows with its channels, except that one channel runs a slow kernel (OpenVINO's on AVX2)."""
+    if layer.name == "conv2":
+        return 1000.0 if layer.units == 1 else 10.0 * layer.units
+    return 1.0
+
+
+def test_a_budget_the_narrowest_model_misses_is_still_met_by_a_wider_one(tmp_path, trained):
+    arch = checkpoint.load_model(trained / "checkpoints" / "best.pt")[0].arch  # medium: conv2 has 16 channels
+    table = _fake_table(tmp_path / "table.json", arch, _slow_one_channel_conv2)
+    args = ["prune.selection=global", "prune.cost=latency", "prune.tolerance=null", f"latency.table={table}"]
+    summary = prune_small(tmp_path / "out", trained, *args, "latency.engine=eager", "prune.target_speedup=4")
+    assert summary["budget"]["met"] and 1 < summary["after"]["arch"]["conv2_channels"] <= 4
+    # a budget no reachable width meets names the fastest one, not the narrowest
+    with pytest.raises(UserError, match=r"the fastest, \(\d+, 2, \d+\), is predicted 7\.09x faster"):
+        prune_small(tmp_path / "no", trained, *args, "latency.engine=eager", "prune.target_speedup=8")
+
+
 def _fc1_cliff(layer):
     """fc1 gets cheap only at 16 neurons or fewer (ONNX Runtime's Gemm does so on our CPU); convs cost per channel."""
     if layer.name == "fc1":

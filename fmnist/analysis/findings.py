@@ -4,27 +4,35 @@ judged on one-factor comparisons run over seeds.
 - From the search (`search_findings`, written by every sweep summary): Optuna's hyperparameter importances (fANOVA,
   its default evaluator) as a bar plot and JSON, and Optuna's slice plot (each trial's validation accuracy against
   each parameter's value), on the completed trials or, where too few completed, at the deepest epoch most reached.
-- From the comparisons (`claims`): each of the study's sentences, with the runs' figure and a verdict. Differences
-  are paired by seed (the same init and batch order in both arms) with a 95 % t interval (fmnist/core/stats.py);
-  "holds" only where the interval is on the claim's side, "does not hold" where it is on the other side, and
-  "not settled" where it straddles the line. Validation accuracy judges: the test set is for reporting only.
+- From one-factor runs over seeds (`judge`, `claims`): each of the study's sentences, with the runs' figure and a
+  verdict. Every run counts: one stopped as diverged enters at the accuracy it reached (near chance), and each
+  value's divergence rate is given with its Wilson interval. Accuracies are taken where training ended (the last
+  epoch: the study's claims are about where training ends), differences paired by seed (the same init and batch
+  order in both arms) with a 95 % t interval (fmnist/core/stats.py): "holds" only where the interval is on the
+  claim's side, "does not hold" where it is on the other, "not settled" where it straddles. "About the same" is an
+  equivalence claim, judged by two one-sided tests against ±MARGIN; "does not learn" is a rate, judged by its Wilson
+  interval against one half. Validation accuracy judges: the test set is for reporting only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import warnings
 from pathlib import Path
 
+from scipy import stats
+
 from fmnist.analysis.plots import _pyplot, sweep_curves
-from fmnist.analysis.seeds import group_runs
+from fmnist.analysis.seeds import group_key, used_precision
 from fmnist.core import runs
 from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference
 from fmnist.core.study import preset
 
-CHANCE = 0.2  # best validation accuracy under this (10 classes: chance is 0.1) is "does not learn"
-SAME = 0.01  # "about the same": a paired difference whose interval lies within ±1 point
+CHANCE = 0.2  # validation accuracy under this where training ended (10 classes: chance is 0.1): did not learn
+MARGIN = 0.005  # "about the same": equivalence within ±0.5 points, tested by two one-sided tests
+CURVE = ("epoch", "train_accuracy", "val_accuracy", "test_accuracy")  # what a run's record keeps per epoch
 VERDICT = {True: "holds", False: "does not hold", None: "not settled"}
 MIN_TRIALS = 10  # importances are fitted on at least this many trials' values (or all of a smaller search's)
 
@@ -117,28 +125,80 @@ def sweep_analysis(sweep_dir: Path, study, rows: list[dict], trained: list) -> d
     }
 
 
-def arms(folder: Path, key: str) -> dict:
-    """The runs under a one-factor comparison folder grouped by the value of `key` (`model`: the preset's name):
-    value -> {seed: best-validation metrics}, plus value -> seeds that diverged."""
-    result = group_runs([folder])
+def record(run_dir: Path) -> dict:
+    """What a claim reads of one training run: its seed, how it ended, and its curve (metrics.csv: validation, test
+    and training accuracy per epoch; a diverged run's stops where it was stopped)."""
+    summary = runs.read_summary(run_dir, "train")
+    table = run_dir / "metrics.csv"
+    curve = [
+        {k: (int(r[k]) if k == "epoch" else float(r[k])) for k in CURVE if r.get(k) not in (None, "")}
+        for r in (runs.read_csv(table) if table.exists() else [])
+    ]
+    return {
+        "seed": summary["config"]["trainer"]["seed"],
+        "status": summary["status"],
+        "max_epochs": summary["config"]["trainer"]["max_epochs"],
+        "curve": curve,
+        "config": group_key(summary),
+        "precision": used_precision(summary),
+        "seconds": summary.get("wall_seconds"),
+    }
+
+
+def value_of(config: dict, key: str):
+    """The value a run has of a comparison's key (`model`: the preset whose architecture it has, else None)."""
+    if key != "model":
+        return config.get(key)
+    model = {k.split(".", 1)[1]: v for k, v in config.items() if k.startswith("model.")}
     names = {name: preset(name) for name in ("small", "medium", "large")}
-    out: dict = {"runs": {}, "diverged": {}, "other": {}}
-    for g in result["groups"]:
-        if key == "model":
-            model = {k.split(".", 1)[1]: v for k, v in g["config"].items() if k.startswith("model.")}
-            value = next((n for n, p in names.items() if all(model.get(k) == v for k, v in p.items())), None)
-        else:
-            value = g["config"].get(key)
-        out["runs"][value] = {s: r["val_accuracy"] for s, r in g["runs"].items()}
-        statuses = {s: runs.read_summary(Path(d), "train")["status"] for s, d in g["not_completed"].items()}
-        out["diverged"][value] = sorted(s for s, status in statuses.items() if status == "diverged")
-        out["other"][value] = sorted(s for s, status in statuses.items() if status != "diverged")
+    return next((n for n, p in names.items() if all(model.get(k) == v for k, v in p.items())), None)
+
+
+def arms(records: list[dict], key: str) -> dict:
+    """Runs grouped by their value of `key`: value -> {seed: record}."""
+    out: dict = {}
+    for r in records:
+        out.setdefault(value_of(r["config"], key), {})[r["seed"]] = r
     return out
 
 
-def _diff(a: dict, b: dict) -> dict | None:
-    """a - b of validation accuracy, paired by seed; None without common seeds."""
-    return paired(b, a) if set(a) & set(b) else None
+def arms_in(folder: Path, key: str) -> dict:
+    """The runs under a one-factor comparison folder (every run, diverged ones too), grouped by `key`."""
+    return arms([record(d) for d in runs.find(folder, "train")], key)
+
+
+def final(r: dict) -> float:
+    """Validation accuracy where the run ended: its last epoch (a diverged run: where it was stopped, near chance)."""
+    return r["curve"][-1]["val_accuracy"] if r["curve"] else 0.0
+
+
+def area(r: dict) -> float:
+    """Mean validation accuracy over the whole budget: how fast a run learns (a diverged run's last value held)."""
+    values = [row["val_accuracy"] for row in r["curve"]] or [0.0]
+    return sum(values + [values[-1]] * (r["max_epochs"] - len(values))) / r["max_epochs"]
+
+
+def learned(r: dict) -> bool:
+    return r["status"] != "diverged" and final(r) >= CHANCE
+
+
+def wilson(k: int, n: int) -> dict:
+    """k of n with its 95 % Wilson score interval (scipy.stats.binomtest)."""
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"k": k, "n": n, "rate": k / n, "low": float(ci.low), "high": float(ci.high)}
+
+
+def quoted_rate(w: dict) -> str:
+    return f"{w['k']} of {w['n']} [{100 * w['low']:.0f}, {100 * w['high']:.0f}] %"
+
+
+def _diff(a: dict, b: dict, measure=final) -> dict | None:
+    """a - b of `measure` (validation accuracy where training ended), paired by seed over every run both arms
+    have, diverged runs at the accuracy they reached; None without common seeds."""
+    seeds = set(a) & set(b)
+    if not seeds:
+        return None
+    return paired({s: measure(b[s]) for s in seeds}, {s: measure(a[s]) for s in seeds})
 
 
 def _said(name_a: str, name_b: str, d: dict | None) -> str:
@@ -158,74 +218,102 @@ def _all(verdicts: list[bool | None]) -> bool | None:
     return False if False in verdicts else True if all(v is True for v in verdicts) else None
 
 
-def lr_high(a: dict) -> dict:
-    """Holds when no seed learned (each diverged or stayed under CHANCE), fails when every seed learned."""
-    runs_, diverged = a["runs"].get(0.1, {}), a["diverged"].get(0.1, [])
-    n = len(runs_) + len(diverged)
-    if not n:
+def equivalence(differences: list[float], margin: float) -> dict:
+    """Two one-sided t tests (TOST) of paired differences against ±margin (scipy.stats.ttest_1samp): equivalent
+    where both reject at 5 % (the 90 % interval inside ±margin); shown different where the 90 % interval lies wholly
+    outside it (one one-sided test rejects |d| <= margin); open otherwise."""
+    n = len(differences)
+    if n < 2:
+        return {"n": n, "verdict": None, "p": None, "low90": None, "high90": None}
+    mean = statistics.fmean(differences)
+    ci = interval(differences, 0.90)
+    low90, high90 = ci["low"], ci["high"]
+    if ci["std"] == 0:  # every seed the same difference: no spread to test against
+        p = 0.0 if abs(mean) < margin else 1.0
+    else:
+        p = max(
+            stats.ttest_1samp(differences, -margin, alternative="greater").pvalue,
+            stats.ttest_1samp(differences, margin, alternative="less").pvalue,
+        )
+    verdict = True if -margin < low90 and high90 < margin else False if low90 > margin or high90 < -margin else None
+    return {"n": n, "verdict": verdict, "p": float(p), "low90": low90, "high90": high90}
+
+
+def lr_high(a: dict, margin: float) -> dict:
+    """'Does not learn' is a rate: holds where the share of seeds that learned has its Wilson interval below one
+    half, fails where above; every seed counts (a diverged one did not learn)."""
+    arm = a.get(0.1, {})
+    if not arm:
         return {"verdict": None, "figure": "no run with lr 0.1"}
-    learned = {s: v for s, v in runs_.items() if v >= CHANCE}
-    figure = f"lr 0.1: {len(diverged)} of {n} seeds diverged (stopped at chance), {len(learned)} of {n} learned"
-    if learned:
-        figure += f" (best validation accuracy, %: {quoted(interval(list(learned.values()), bounds=ACCURACY))})"
-    return {
-        "verdict": True if not learned else False if len(learned) == n else None,
-        "figure": f"{figure}; learned = best validation accuracy ≥ {100 * CHANCE:.0f} %",
-    }
-
-
-def lr_low(a: dict) -> dict:
-    d = _diff(a["runs"].get(0.01, {}), a["runs"].get(0.001, {}))
-    return {
-        "verdict": _above(d),
-        "figure": "best validation accuracy within the epoch budget, " + _said("lr 0.01", "lr 0.001", d),
-    }
-
-
-def momentum(a: dict) -> dict:
-    """Holds when the difference's interval lies within ±SAME, fails when it lies wholly outside."""
-    d = _diff(a["runs"].get(0.99, {}), a["runs"].get(0.9, {}))
-    verdict = None
-    if d is not None and d["low"] is not None:
-        inside, outside = -SAME <= d["low"] and d["high"] <= SAME, d["low"] > SAME or d["high"] < -SAME
-        verdict = True if inside else False if outside else None
+    w = wilson(sum(learned(r) for r in arm.values()), len(arm))
+    diverged = sum(r["status"] == "diverged" for r in arm.values())
+    figure = f"lr 0.1: {quoted_rate(w)} of seeds learned, {diverged} diverged"
+    reached = [final(r) for r in arm.values() if learned(r)]
+    if reached:
+        figure += f" (those that learned, validation %: {quoted(interval(reached, bounds=ACCURACY))})"
+    verdict = True if w["high"] < 0.5 else False if w["low"] > 0.5 else None
     return {
         "verdict": verdict,
-        "figure": f"{_said('momentum 0.99', 'momentum 0.9', d)}; about the same = within ±{100 * SAME:.0f} point",
+        "figure": f"{figure}; learned = not diverged and ≥ {100 * CHANCE:.0f} % validation where training ended",
+        "rate": w,
     }
 
 
-def capacity(a: dict) -> dict:
-    medium = a["runs"].get("medium", {})
-    ds = {other: _diff(medium, a["runs"].get(other, {})) for other in ("small", "large")}
+def lr_low(a: dict, margin: float) -> dict:
+    d = _diff(a.get(0.01, {}), a.get(0.001, {}), area)
+    return {
+        "verdict": _above(d),
+        "figure": "validation accuracy averaged over the epochs (how fast it learns), "
+        + _said("lr 0.01", "lr 0.001", d),
+    }
+
+
+def momentum(a: dict, margin: float) -> dict:
+    """About the same, tested as equivalence (TOST) within ±margin."""
+    x, y = a.get(0.99, {}), a.get(0.9, {})
+    d = _diff(x, y)
+    seeds = sorted(set(x) & set(y))
+    tost = equivalence([final(x[s]) - final(y[s]) for s in seeds], margin)
+    inside = (
+        f"; 90 % interval [{100 * tost['low90']:+.2f}, {100 * tost['high90']:+.2f}], TOST p = {tost['p']:.3f}"
+        if tost["p"] is not None
+        else ""
+    )
+    return {
+        "verdict": tost["verdict"],
+        "figure": f"{_said('momentum 0.99', 'momentum 0.9', d)}{inside}; about the same = within ±{100 * margin:.1f} "
+        "points (two one-sided tests)",
+    }
+
+
+def capacity(a: dict, margin: float) -> dict:
+    medium = a.get("medium", {})
+    ds = {other: _diff(medium, a.get(other, {})) for other in ("small", "large")}
     return {
         "verdict": _all([_above(d) for d in ds.values()]),
         "figure": "; ".join(_said("medium", other, d) for other, d in ds.items()),
     }
 
 
-def init(a: dict) -> dict:
-    normal = a["runs"].get("normal", {})
-    ds = {x: _diff(a["runs"].get(x, {}), normal) for x in ("xavier_normal", "xavier_uniform")}
+def init(a: dict, margin: float) -> dict:
+    normal = a.get("normal", {})
+    ds = {x: _diff(a.get(x, {}), normal) for x in ("xavier_normal", "xavier_uniform")}
     return {
         "verdict": _all([_above(d) for d in ds.values()]),
         "figure": "; ".join(_said(x, "normal", d) for x, d in ds.items()),
     }
 
 
-def batch(a: dict) -> dict:
-    d = _diff(a["runs"].get(64, {}), a["runs"].get(512, {}))
-    return {
-        "verdict": _above(d),
-        "figure": "best validation accuracy within the epoch budget, " + _said("batch 64", "batch 512", d),
-    }
+def batch(a: dict, margin: float) -> dict:
+    d = _diff(a.get(64, {}), a.get(512, {}))
+    return {"verdict": _above(d), "figure": _said("batch 64", "batch 512", d)}
 
 
 # (the study's sentence, the key its comparison varies, the rule, the values it compares) in the study's order; the
 # batch-size sentence is fmnist's reading (the study drew none): at a fixed number of epochs, smaller batches take
-# more steps. lr 0.1's rule counts its diverged seeds itself.
+# more steps.
 CLAIMS = (
-    ("learning rate 0.1 does not learn", "optimizer.lr", lr_high, ()),
+    ("learning rate 0.1 does not learn", "optimizer.lr", lr_high, (0.1,)),
     ("learning rate 0.001 learns slower than 0.01", "optimizer.lr", lr_low, (0.01, 0.001)),
     ("momentum 0.99 does about as well as 0.9", "optimizer.momentum", momentum, (0.99, 0.9)),
     (
@@ -244,31 +332,40 @@ CLAIMS = (
 )
 
 
-def claims(folders: dict[str, Path]) -> list[dict]:
-    """Each claim whose comparison folder is given (key -> folder): {claim, key, folder, verdict, figure}. Seeds that
-    diverged have no best epoch to pair: the figure names them, since they leave fewer seeds to pair."""
+def judge(arms_by_key: dict[str, dict], margin: float = MARGIN) -> list[dict]:
+    """Each claim whose comparison is given (key -> value -> {seed: record}): {claim, key, figure, verdict,
+    diverged}. Every run counts: a diverged one at the accuracy it reached, and its value's divergence rate with its
+    Wilson interval in the figure."""
     found = []
     for claim, key, rule, values in CLAIMS:
-        if key not in folders:
+        if key not in arms_by_key:
             continue
-        a = arms(folders[key], key)
-        judged = rule(a)
-        lost = [
-            f"{v}: {len(a['diverged'][v])} of {len(a['diverged'][v]) + len(a['runs'].get(v, {}))} seeds diverged"
-            for v in values
-            if a["diverged"].get(v)
-        ]
-        figure = judged["figure"] + (f" ({'; '.join(lost)})" if lost else "")
+        a = arms_by_key[key]
+        judged = rule(a, margin)
+        diverged = {
+            v: wilson(sum(r["status"] == "diverged" for r in a[v].values()), len(a[v])) for v in values if a.get(v)
+        }
+        lost = [f"{v}: {quoted_rate(w)} diverged" for v, w in diverged.items() if w["k"]]
+        figure = judged["figure"] + (
+            f" (seeds diverged, counted at the accuracy they reached: {'; '.join(lost)})" if lost else ""
+        )
         found.append(
             {
                 "claim": claim,
                 "key": key,
-                "folder": str(folders[key]),
                 "figure": figure,
                 "verdict": VERDICT[judged["verdict"]],
+                "seeds": {str(v): sorted(a[v]) for v in values if a.get(v)},
+                "diverged": {str(v): w for v, w in diverged.items()},
             }
         )
     return found
+
+
+def claims(folders: dict[str, Path], margin: float = MARGIN) -> list[dict]:
+    """`judge` on one-factor comparison folders (key -> folder), each claim with its folder."""
+    judged = judge({key: arms_in(folder, key) for key, folder in folders.items()}, margin)
+    return [{**c, "folder": str(folders[c["key"]])} for c in judged]
 
 
 def load_importances(sweep_dir: Path) -> dict:

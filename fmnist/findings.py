@@ -1,0 +1,252 @@
+"""The study's findings at its own budget: `python -m fmnist.findings [findings.key=value ...]` (`make findings`).
+
+One-factor runs from the medium model as the study trained it (conf/findings.yaml: 40 epochs, every training image),
+each factor's values over findings.seeds seeds, then more seeds (up to findings.more_seeds) for the settings of any
+claim still not settled; each of the study's six sentences judged on every run (fmnist/analysis/findings.py: diverged
+runs counted, "about the same" as equivalence).
+
+Resumable across sessions: each finished run's record (its seed, how it ended, its accuracy curve) is written to
+findings.results/runs/<setting>/seed<S>.json, the small file that is committed; a run recorded there is never trained
+again, a cut one resumes from its last.pt under findings.out. findings.train=false only records what has finished and
+judges. Writes findings.results/findings.md, findings.json and plots/<factor>.png (mean validation accuracy per
+epoch with its 95 % band, per value).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fmnist.analysis.findings import CLAIMS, arms, judge, record
+from fmnist.analysis.plots import _pyplot
+from fmnist.core import runs
+from fmnist.core.checks import check, integer, number
+from fmnist.core.errors import ConfigError, one_line_errors
+from fmnist.core.machine import cpu_name
+from fmnist.core.stats import interval
+from fmnist.core.study import preset
+from fmnist.training.jobs import launch
+
+log = logging.getLogger(__name__)
+PRESETS = ("small", "medium", "large")
+
+
+def check_findings(f: DictConfig) -> None:
+    integer(f.seeds, "findings.seeds", 2, None, " (a verdict needs an interval)")
+    integer(f.more_seeds, "findings.more_seeds", f.seeds)
+    integer(f.jobs, "findings.jobs")
+    number(f.margin, "findings.margin", 0, 1, low_open=True)
+    if not isinstance(f.factors, DictConfig) or not f.factors:
+        raise ConfigError(f"findings.factors={f.factors}: give key -> list of values, e.g. optimizer.lr: [0.1, 0.01]")
+    for key, values in f.factors.items():
+        if key not in f.base:
+            raise ConfigError(f"findings.factors.{key}: not in findings.base; give its base value there too")
+        if not isinstance(values, ListConfig) or len(values) < 2:
+            raise ConfigError(f"findings.factors.{key}={values}: give two or more values to compare")
+    if f.base.model not in PRESETS or ("model" in f.factors and any(v not in PRESETS for v in f.factors.model)):
+        raise ConfigError(f"findings: model values are presets of conf/model/: {', '.join(PRESETS)}")
+
+
+def overrides(setting: dict) -> list[str]:
+    """A setting's training overrides: a model preset expands to its architecture keys (the jobs are configs of
+    keys, not group choices); the preset's own init unless the setting names one."""
+    out = {f"model.{k}": v for k, v in preset(setting["model"]).items()}
+    out.update({k: v for k, v in setting.items() if k != "model"})
+    return [f"{k}={'null' if v is None else v}" for k, v in out.items()]
+
+
+def settings(f: DictConfig) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every setting to train (name -> its keys) and each factor's values -> setting name. A factor's value equal to
+    the base's is the base run, shared by every factor."""
+    base = OmegaConf.to_container(f.base)
+    named, by_factor = {"base": base}, {}
+    for key, values in f.factors.items():
+        by_factor[key] = {}
+        for value in values:
+            name = "base" if value == base[key] else f"{key}={value}"
+            named.setdefault(name, {**base, key: value})
+            by_factor[key][value] = name
+    return named, by_factor
+
+
+def record_path(results: Path, name: str, seed: int) -> Path:
+    return results / "runs" / name / f"seed{seed}.json"
+
+
+def train(f: DictConfig, named: dict[str, dict], names: list[str], seeds: range) -> None:
+    """Train what is not recorded yet (longest first: the smallest batches, the large model), record what finished."""
+    out, results = Path(f.out), Path(f.results)
+    jobs = [
+        (f"{name}/seed{seed}", [*overrides(named[name]), f"trainer.seed={seed}"])
+        for name in names
+        for seed in seeds
+        if not record_path(results, name, seed).exists()
+    ]
+    jobs.sort(key=lambda job: _steps(named[job[0].split("/")[0]]), reverse=True)
+    if jobs and f.train:
+        log.info("findings: %d runs to train, %d at a time, under %s", len(jobs), f.jobs, out)
+        launch(jobs, out, f.jobs, list(f.extra), name="findings")
+    collect(f, named)
+
+
+def _steps(setting: dict) -> float:
+    """A run's relative cost: its steps per epoch, times its model's conv multiply-adds."""
+    return (55_000 / setting["data.batch_size"]) * (2 if setting["model"] == "large" else 1)
+
+
+def collect(f: DictConfig, named: dict[str, dict]) -> int:
+    """Write the record of every finished run under findings.out that is not recorded yet; how many were new."""
+    out, results, new = Path(f.out), Path(f.results), 0
+    for name in named:
+        for run_dir in sorted((out / name).glob("seed*")):
+            summary = runs.summary_of(run_dir, "train")
+            if not summary:
+                continue  # cut or still running
+            r = record(run_dir)
+            path = record_path(results, name, r["seed"])
+            if not path.exists():
+                runs.write_json({"setting": name, **r, "cpu": cpu_name()}, path)
+                new += 1
+    return new
+
+
+def recorded(f: DictConfig) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((Path(f.results) / "runs").glob("*/seed*.json"))]
+
+
+def verdicts(f: DictConfig, by_factor: dict) -> list[dict]:
+    """The claims judged on every recorded run of their factor's settings."""
+    records = recorded(f)
+    by_key = {}
+    for key, values in by_factor.items():
+        wanted = set(values.values())
+        by_key[key] = arms([r for r in records if r["setting"] in wanted], key)
+    return judge(by_key, f.margin)
+
+
+def findings(cfg: DictConfig) -> dict:
+    f = check(cfg, findings=check_findings).findings
+    started = time.perf_counter()
+    named, by_factor = settings(f)
+    train(f, named, list(named), range(f.seeds))
+    judged = verdicts(f, by_factor)
+    # more seeds only where a verdict is still open on every first seed (not where runs are merely missing)
+    done = {r["setting"] for r in recorded(f) if r["seed"] == f.seeds - 1}
+    open_keys = {
+        c["key"]
+        for c in judged
+        if c["verdict"] == "not settled" and {by_factor[c["key"]][v] for v in _compared(c["key"], by_factor)} <= done
+    }
+    if f.train and open_keys and f.more_seeds > f.seeds:
+        names = sorted({by_factor[k][v] for k in open_keys for v in _compared(k, by_factor)})
+        log.info("findings: %s not settled after %d seeds: seeds up to %d", sorted(open_keys), f.seeds, f.more_seeds)
+        train(f, named, names, range(f.more_seeds))
+        judged = verdicts(f, by_factor)
+    records = recorded(f)
+    result = {
+        "claims": judged,
+        "runs": len(records),
+        "diverged": sum(r["status"] == "diverged" for r in records),
+        "seconds_trained": sum(r["seconds"] or 0 for r in records),
+        "cpus": sorted({r.get("cpu") for r in records}),
+        "precisions": sorted({r["precision"] for r in records}),
+        "margin": f.margin,
+        "wall_seconds": time.perf_counter() - started,
+        "plots": plots(records, by_factor, Path(f.results) / "plots"),
+    }
+    runs.write_json(result, Path(f.results) / "findings.json")
+    runs.write_text(markdown(result, f), Path(f.results) / "findings.md")
+    return result
+
+
+def _compared(key: str, by_factor: dict) -> list:
+    """The values a claim on `key` compares (every value of the factor the claims name)."""
+    values = {v for _, k, _, vs in CLAIMS if k == key for v in vs}
+    return [v for v in by_factor[key] if v in values or str(v) in map(str, values)]
+
+
+def plots(records: list[dict], by_factor: dict, out: Path) -> dict[str, str]:
+    """Per factor: each value's mean validation accuracy per epoch over its seeds, with its 95 % t band (the study's
+    accuracy-vs-epoch figure, over seeds); a diverged run counts at the accuracy it reached."""
+    plt = _pyplot()
+    made = {}
+    for key, values in by_factor.items():
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        drawn = False
+        for value, name in values.items():
+            curves = [r for r in records if r["setting"] == name]
+            if not curves:
+                continue
+            epochs = max(r["max_epochs"] for r in curves)
+            mean, low, high = [], [], []
+            for e in range(epochs):
+                at = [
+                    (r["curve"][e] if e < len(r["curve"]) else r["curve"][-1])["val_accuracy"]
+                    for r in curves
+                    if r["curve"]
+                ]
+                s = interval(at)
+                mean.append(100 * s["mean"])
+                low.append(100 * (s["low"] if s["low"] is not None else s["mean"]))
+                high.append(100 * (s["high"] if s["high"] is not None else s["mean"]))
+            xs = range(1, epochs + 1)
+            (line,) = ax.plot(xs, mean, label=f"{value} (n={len(curves)})")
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+            drawn = True
+        if drawn:
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation accuracy (%)")
+            ax.set_title(f"{key}: mean over seeds, 95 % band", fontsize=9)
+            top = [line.get_ydata().max() for line in ax.get_lines()]
+            ax.set_ylim(max(0, min(top) - 8) if min(top) > 50 else 0, math.ceil(max(top)) + 1)
+            ax.legend(fontsize=7)
+            out.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out / f"{key}.png", dpi=100, bbox_inches="tight")
+            made[key] = f"plots/{key}.png"
+        plt.close(fig)
+    return made
+
+
+def markdown(result: dict, f: DictConfig) -> str:
+    base = ", ".join(f"{k}={'null' if v is None else v}" for k, v in f.base.items())
+    trained = (
+        f"{result['runs']} runs recorded ({result['diverged']} diverged), {result['seconds_trained'] / 3600:.1f} "
+        f"hours of training on {', '.join(result['cpus'])} ({', '.join(result['precisions'])})"
+        if result["runs"]
+        else "no run recorded yet"
+    )
+    lines = [
+        "# The study's findings at its own budget\n",
+        f"One-factor runs from ({base}); {trained}. Made by `make findings` (`python -m fmnist.findings`); each "
+        "run's record is under `runs/`.\n",
+        "Accuracies are validation accuracy where each run ended, a diverged run at the accuracy it reached; "
+        "differences paired by seed with their 95 % t interval; divergence rates with their Wilson interval; "
+        f'"about the same" by two one-sided tests within ±{100 * f.margin:.1f} points.\n',
+        "| the study found | verdict | computed from the runs | seeds |",
+        "|---|---|---|---|",
+    ]
+    for c in result["claims"]:
+        seeds = "; ".join(f"{v}: {len(s)}" for v, s in c["seeds"].items())
+        lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['figure']} | {seeds} |")
+    lines.append("")
+    lines += [f"![{key}]({path})\n" for key, path in result["plots"].items()]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="findings")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    result = findings(cfg)
+    for c in result["claims"]:
+        print(f"{c['verdict']:>14}  {c['claim']}: {c['figure']}")
+    print(f"{result['runs']} runs recorded; {Path(cfg.findings.results) / 'findings.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Many training runs that differ in several keys at once, launched as one Hydra multirun of `fmnist.train`
+(Hydra's joblib launcher, n_jobs at a time): what fmnist.retrain and fmnist.findings run their jobs with."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fmnist.core import runs
+
+
+def launch(
+    jobs: list[tuple[str, list[str]]], out: Path, n_jobs: int, extra: list[str], name: str = "retrain"
+) -> dict[str, str]:
+    """Train every job (a run folder under `out` and its overrides) that has not finished, as one Hydra multirun of
+    `fmnist.train` through Hydra's joblib launcher, n_jobs at a time, in the order given; each job's outcome.
+
+    The jobs differ in several keys at once, which no sweep's product of values expresses: each becomes a config of
+    its own, out/.jobs/<name>/jobN.yaml (its overrides and its run folder as hydra.sweep.subdir), and the multirun
+    sweeps that one group. A finished run is not launched again (its summary.json says how it ended); a cut one
+    resumes from its last.pt."""
+    todo = [(sub, o) for sub, o in jobs if not runs.summary_of(out / sub, "train")]
+    group = out / ".jobs" / name
+    shutil.rmtree(group, ignore_errors=True)  # a stale job of an earlier invocation must not run
+    for i, (sub, job_overrides) in enumerate(todo):
+        node = OmegaConf.from_dotlist(job_overrides)
+        node.hydra = {"sweep": {"subdir": sub}}
+        runs.write_text(f"# @package _global_\n{OmegaConf.to_yaml(node)}", group / f"job{i}.yaml")
+    if todo:
+        cmd = [
+            sys.executable,
+            "-m",
+            "fmnist.train",
+            "--multirun",
+            "~hparams_search",
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={n_jobs}",
+            f"hydra.searchpath=['file://{group.parent.resolve()}']",
+            f"hydra.sweep.dir={out}",
+            f"+{name}=" + ",".join(f"job{i}" for i in range(len(todo))),
+            *extra,
+        ]
+        # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
+        subprocess.run(cmd)
+    outcomes, launched = {}, {sub for sub, _ in todo}
+    for sub, _ in jobs:
+        summary = runs.summary_of(out / sub, "train")
+        status = f"{summary['status']}{'' if sub in launched else ' earlier'}" if summary else "failed"
+        outcomes[sub] = status if summary else f"{status} (see {out / sub / 'train.log'})"
+    return outcomes
