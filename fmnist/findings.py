@@ -96,7 +96,7 @@ def train(f: DictConfig, named: dict[str, dict], names: list[str], seeds: range)
 
 
 def _steps(setting: dict) -> float:
-    """A run's relative cost: its steps per epoch, times its model's conv multiply-adds."""
+    """A run's relative cost, to start the longest first: its steps per epoch, the large model counted twice."""
     return (55_000 / setting["data.batch_size"]) * (2 if setting["model"] == "large" else 1)
 
 
@@ -105,14 +105,11 @@ def collect(f: DictConfig, named: dict[str, dict]) -> int:
     out, results, new = Path(f.out), Path(f.results), 0
     for name in named:
         for run_dir in sorted((out / name).glob("seed*")):
-            summary = runs.summary_of(run_dir, "train")
-            if not summary:
-                continue  # cut or still running
-            r = record(run_dir)
-            path = record_path(results, name, r["seed"])
-            if not path.exists():
-                runs.write_json({"setting": name, **r, "cpu": cpu_name()}, path)
-                new += 1
+            path = record_path(results, name, int(run_dir.name.removeprefix("seed")))
+            if path.exists() or not runs.summary_of(run_dir, "train"):
+                continue  # recorded already, or cut or still running
+            runs.write_json({"setting": name, **record(run_dir), "cpu": cpu_name()}, path)
+            new += 1
     return new
 
 
@@ -120,14 +117,13 @@ def recorded(f: DictConfig) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((Path(f.results) / "runs").glob("*/seed*.json"))]
 
 
-def verdicts(f: DictConfig, by_factor: dict) -> list[dict]:
+def verdicts(records: list[dict], by_factor: dict, margin: float) -> list[dict]:
     """The claims judged on every recorded run of their factor's settings."""
-    records = recorded(f)
     by_key = {}
     for key, values in by_factor.items():
         wanted = set(values.values())
         by_key[key] = arms([r for r in records if r["setting"] in wanted], key)
-    return judge(by_key, f.margin)
+    return judge(by_key, margin)
 
 
 def findings(cfg: DictConfig) -> dict:
@@ -135,9 +131,10 @@ def findings(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     named, by_factor = settings(f)
     train(f, named, list(named), range(f.seeds))
-    judged = verdicts(f, by_factor)
+    records = recorded(f)
+    judged = verdicts(records, by_factor, f.margin)
     # more seeds only where a verdict is still open on every first seed (not where runs are merely missing)
-    done = {r["setting"] for r in recorded(f) if r["seed"] == f.seeds - 1}
+    done = {r["setting"] for r in records if r["seed"] == f.seeds - 1}
     open_keys = {
         c["key"]
         for c in judged
@@ -147,8 +144,8 @@ def findings(cfg: DictConfig) -> dict:
         names = sorted({by_factor[k][v] for k in open_keys for v in _compared(k, by_factor)})
         log.info("findings: %s not settled after %d seeds: seeds up to %d", sorted(open_keys), f.seeds, f.more_seeds)
         train(f, named, names, range(f.more_seeds))
-        judged = verdicts(f, by_factor)
-    records = recorded(f)
+        records = recorded(f)
+        judged = verdicts(records, by_factor, f.margin)
     result = {
         "claims": judged,
         "runs": len(records),
@@ -166,9 +163,9 @@ def findings(cfg: DictConfig) -> dict:
 
 
 def _compared(key: str, by_factor: dict) -> list:
-    """The values a claim on `key` compares (every value of the factor the claims name)."""
+    """The values of the factor `key` that its claims compare."""
     values = {v for _, k, _, vs in CLAIMS if k == key for v in vs}
-    return [v for v in by_factor[key] if v in values or str(v) in map(str, values)]
+    return [v for v in by_factor[key] if v in values]
 
 
 def plots(records: list[dict], by_factor: dict, out: Path) -> dict[str, str]:

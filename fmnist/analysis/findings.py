@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import warnings
 from pathlib import Path
 
@@ -225,11 +224,10 @@ def equivalence(differences: list[float], margin: float) -> dict:
     n = len(differences)
     if n < 2:
         return {"n": n, "verdict": None, "p": None, "low90": None, "high90": None}
-    mean = statistics.fmean(differences)
     ci = interval(differences, 0.90)
     low90, high90 = ci["low"], ci["high"]
     if ci["std"] == 0:  # every seed the same difference: no spread to test against
-        p = 0.0 if abs(mean) < margin else 1.0
+        p = 0.0 if abs(ci["mean"]) < margin else 1.0
     else:
         p = max(
             stats.ttest_1samp(differences, -margin, alternative="greater").pvalue,

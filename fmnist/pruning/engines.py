@@ -63,11 +63,16 @@ def _openvino_runner(model: torch.nn.Module, engine: str, example: torch.Tensor,
         logging.getLogger("nncf").setLevel(logging.WARNING)  # its progress bars would bury the benchmark's log
         images = [calibration[i : i + 1].numpy() for i in range(len(calibration))]  # one sample per image
         converted = nncf.quantize(converted, nncf.Dataset(images), subset_size=len(images))
+    compiled = compile_openvino(converted, engine)
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+
+
+def compile_openvino(model, engine: str):
+    """An OpenVINO model compiled for the CPU with fmnist's threads, as the bench and the latency tables run it."""
     config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
     if engine == "openvino_f32":  # otherwise the CPU plugin's default: bf16 where the hardware computes it natively
         config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = ov.Core().compile_model(converted, "CPU", config)
-    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+    return openvino().Core().compile_model(model, "CPU", config)
 
 
 def engine_runner(

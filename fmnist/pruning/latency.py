@@ -28,7 +28,7 @@ from fmnist.core.checks import integer, one_of
 from fmnist.core.errors import UserError
 from fmnist.core.machine import cpu_name, heap_kept
 from fmnist.core.model import Layer, layers
-from fmnist.pruning.engines import missing, openvino
+from fmnist.pruning.engines import compile_openvino, missing, openvino
 
 # bf16: eager under bf16 autocast, as fmnist.bench's bf16 engine; openvino: OpenVINO's CPU plugin at its default
 # precision (bf16 where the CPU has it natively), openvino_f32 forced to f32, as fmnist.bench's engines of those names
@@ -91,10 +91,7 @@ def _openvino_layer(module: nn.Module, in_shape: tuple[int, ...], engine: str):
         z = ops.add(ops.matmul(x, ops.constant(weight), False, True), ops.constant(bias))
     if isinstance(module, nn.Sequential):
         z = ops.relu(z)
-    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}  # as fmnist.bench compiles the whole model
-    if engine == "openvino_f32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    return ov.Core().compile_model(ov.Model([z], [x], "layer"), "CPU", config)
+    return compile_openvino(ov.Model([z], [x], "layer"), engine)  # as fmnist.bench compiles the whole model
 
 
 def openvino_precision(engine: str) -> str:
