@@ -186,6 +186,7 @@ def _findings_cfg(tmp_path, *overrides):
     return cfg
 
 
+@pytest.mark.slow  # eight short runs through joblib's worker processes: two minutes on 2 cores
 def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
     import shutil

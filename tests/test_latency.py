@@ -36,7 +36,8 @@ def _flops_ratio(first, row):
     return int(first["study_flops"]) / int(row["study_flops"])
 
 
-@pytest.mark.parametrize("selection", ["layerwise", "global"])
+# global selection scores every unit of every layer at each step: a minute on 2 cores, so in the slow suite
+@pytest.mark.parametrize("selection", ["layerwise", pytest.param("global", marks=pytest.mark.slow)])
 def test_a_flops_budget_is_met_exactly(tmp_path, trained, selection):
     # no tolerance: the budget alone stops pruning, at the first step that reaches it and not one step later
     summary = prune_small(

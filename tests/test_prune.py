@@ -159,12 +159,11 @@ def test_checkpoint_of_another_architecture(tmp_path, trained):
         prune(small_cfg(tmp_path, f"prune.checkpoint={tmp_path / 'mismatch.pt'}", config_name="prune"))
 
 
-# the default suite times the two engines every machine has; the slow one adds torch.compile (minutes of inductor
-# codegen on 2 cores), channels_last and bf16 (emulated on a CPU without native bf16)
-@pytest.mark.parametrize(
-    "engines",
-    ["eager,onnxruntime", pytest.param("eager,channels_last,compile,onnxruntime,bf16", marks=pytest.mark.slow)],
-)
+# the slow suite: the bench and its latency prediction on the engines every machine has (the default suite benches
+# through the OpenVINO test), then torch.compile (minutes of inductor codegen on 2 cores), channels_last and bf16
+# (emulated on a CPU without native bf16)
+@pytest.mark.slow
+@pytest.mark.parametrize("engines", ["eager,onnxruntime", "eager,channels_last,compile,onnxruntime,bf16"])
 def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained, engines):
     prune_dir = tmp_path / "prune"
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")  # 100 -> 10 neurons

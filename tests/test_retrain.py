@@ -74,6 +74,7 @@ def test_a_folder_without_a_sweep_table_is_refused(tmp_path):
         configurations(tmp_path)
 
 
+@pytest.mark.slow  # a sweep, then its top configurations over seeds: over a minute on 2 cores
 def test_the_top_configurations_are_trained_over_seeds_resumably_and_beside_the_study(tmp_path):
     # trial 3 has the best validation accuracy but was pruned: it does not count; the top two are trials 1 and 0
     sweep, out = tmp_path / "sweep", tmp_path / "finished"

@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,15 @@ from fmnist.train import main, metric_value
 from fmnist.training.run import train
 from tests.helpers import REPO, SMALL, read_rows, run_cli, small_cfg
 
+THREADS = "trainer.threads=2"
+
 
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("two_epochs")
-    return out, train(small_cfg(out, "trainer.max_epochs=2"))
+    # threads pinned: torch's thread count is process-wide, an earlier test in this worker may have set another, and
+    # another count sums in another order (other metrics); the resume test's subprocesses run with the same count
+    return out, train(small_cfg(out, "trainer.max_epochs=2", THREADS))
 
 
 def test_training_writes_files_and_learns(two_epochs):
@@ -52,7 +57,7 @@ def test_checkpoints_load_weights_only_and_reproduce_metrics(two_epochs, data_ro
 
 def test_same_seed_same_metrics(two_epochs, tmp_path):
     _, first = two_epochs
-    again = train(small_cfg(tmp_path, "trainer.max_epochs=2"))
+    again = train(small_cfg(tmp_path, "trainer.max_epochs=2", THREADS))
     assert again["best"] == first["best"] and again["last"]["val_loss"] == first["last"]["val_loss"]
 
 
@@ -66,6 +71,7 @@ def test_killed_run_resumes_to_the_same_metrics(two_epochs, tmp_path):
         "fmnist.train",
         *SMALL,
         "trainer.max_epochs=2",
+        THREADS,
         f"trainer.precision={uninterrupted['precision']['used']}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -93,6 +99,14 @@ def test_resume_refuses_another_architecture(two_epochs, tmp_path):
     with pytest.raises(RuntimeError, match="holds architecture .* but the config asks for"):
         train(small_cfg(out, "trainer.max_epochs=3", "model.fc1_size=50"))
     assert (out / "checkpoints" / "last.pt").read_bytes() == before  # nothing already written is lost
+
+
+def test_resume_on_another_thread_count_says_so(two_epochs, tmp_path, caplog):
+    out, _ = two_epochs
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    summary = train(small_cfg(tmp_path, "trainer.max_epochs=3", "trainer.threads=1"))
+    assert summary["epochs_run"] == 3
+    assert "trained on 2 threads, this process runs 1" in caplog.text and "trainer.threads=2" in caplog.text
 
 
 def test_diverging_run_stops_early(tmp_path, data_root):

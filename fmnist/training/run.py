@@ -81,6 +81,16 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
         if started_in != precision["used"]:
             precision = {**precision, "used": started_in, "why": f"resumed: the run started in {started_in}"}
         log.info("resuming from %s after epoch %d", last_path, ckpt["epoch"])
+        threads = ckpt.get("threads")  # another count sums in another order: the rest of the run differs a little
+        if threads and threads != torch.get_num_threads():
+            log.warning(
+                "%s was trained on %d threads, this process runs %d: the resumed run will not match an uninterrupted "
+                "one exactly (set trainer.threads=%d for that)",
+                last_path,
+                threads,
+                torch.get_num_threads(),
+                threads,
+            )
 
     grad_scaler = scaler(precision["used"], device)
     if grad_scaler and resumed and resumed.get("grad_scaler"):
@@ -210,5 +220,6 @@ def _checkpoint(model, optimizer, shuffle, history, best, run, wall, precision, 
         "rng": {"shuffle": shuffle.get_state()},
         "wandb_id": run.id if run else None,
         "wall_seconds": wall,
+        "threads": torch.get_num_threads(),
         "grad_scaler": grad_scaler.state_dict() if grad_scaler else None,
     }
