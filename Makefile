@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 ARGS ?=
 
-.PHONY: setup data train test test-slow bench bench-liveness lint clean reproduce results pruner-study prune-compare \
+.PHONY: setup data train test test-slow bench bench-liveness lint clean reproduce results pruner-study prune-compare slurm-demo bench-slurm \
 	findings
 
 setup: data $(VENV)/.installed
@@ -18,7 +18,7 @@ data:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,postgres,dashboard,deploy]'
+	$(PY) -m pip install -q -e '.[dev,postgres,dashboard,deploy,slurm]'
 	touch $@
 
 train: setup
@@ -109,6 +109,20 @@ results:
 		$(PY) -m fmnist.seeds $$d --out $(RESULTS)/$$(basename $$d) || exit 1; done
 	mkdir -p $(RESULTS)/bench_norm_finetune && cp $(REPRO)/bench_norm_finetune/summary.json $(RESULTS)/bench_norm_finetune/
 	cp -r $(REPRO)/report/. $(RESULTS)/report/
+
+# The job-array way on a local one-node SLURM cluster (tests/slurm.py; as root, Debian's slurm packages), end to end:
+# two sweep workers as one `sbatch --array`, four trials on a journal file; docs/search.md#on-a-slurm-cluster
+DEMO := $(CURDIR)/outputs/sweeps/slurm-demo
+slurm-demo: setup
+	rm -rf $(DEMO)
+	eval "$$($(PY) -m tests.slurm up)" && $(PY) -m fmnist.slurm_workers --workers 2 --wait \
+		hydra.sweeper.storage=journal:///$(DEMO)/journal.log hydra.sweep.dir=$(DEMO) hydra/sweeper/sampler=grid \
+		hydra.sweeper.params=null optimizer.lr=0.01,0.001 optimizer.momentum=0.9,0.99 trainer.max_epochs=2 \
+		data.subset=6000 logger=none; status=$$?; $(PY) -m tests.slurm down; cat $(DEMO)/summary.md; exit $$status
+
+# 12 trials under ASHA on a local one-node SLURM cluster with two slots, both ways, with and without one job cancelled
+bench-slurm: setup
+	$(PY) -m tests.bench_slurm $(ARGS)
 
 # The study's six findings at its own budget (conf/findings.yaml: medium, 40 epochs, all training images, one factor
 # at a time, 3 seeds, 5 where a verdict is still open). Resumable across sessions: each finished run's record goes to

@@ -4,7 +4,9 @@ The sweeper process that asked a trial records a heartbeat for it in the study's
 seconds, timed by the database's own clock (Optuna's RDBStorage heartbeat), so machines with skewed clocks agree.
 Every worker, before it asks for a trial and while it waits for its jobs, fails the RUNNING trials that are stale:
 - no heartbeat for grace_period seconds (any host; Optuna's record, which JournalStorage does not keep), or
-- its worker was on this host and its process is gone (at once, without waiting for the grace period).
+- its worker was on this host and its process is gone (at once, without waiting for the grace period), or
+- its worker was an earlier run of this very SLURM task (requeued: SLURM runs one copy of a task at a time), on any
+  host and any storage, journal files included (at once).
 A stale trial is FAILed (atomically: a trial its own worker finished meanwhile stays finished), its reason goes into
 the study's user attrs, and Optuna's RetryHeartbeatStaleTrialCallback queues its configuration again as a WAITING
 trial, which the next `ask()` of any worker picks up. Stale trials do not count toward n_trials.
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WORKER = "fmnist:worker"  # trial system attr: host:pid:process start of the worker that asked it
 STALE_RETRIES = 3  # a configuration whose trial went stale this often counts as a failed trial (it may kill its host)
+SLURM_TASK = "fmnist:slurm_task"  # trial system attr: the SLURM array task (or job) its worker ran in
 HOST_ENV = "FMNIST_HOST"  # overrides the host name in worker ids: e.g. two containers that share a host name
 
 
@@ -53,6 +56,15 @@ def worker_id() -> str:
     return f"{host()}:{os.getpid()}:{_proc_start(os.getpid())}"
 
 
+def slurm_task() -> str | None:
+    """This process's SLURM task: JOBID_TASKID in a job array, the job id in a plain job, None outside SLURM. The same
+    across a requeue (SLURM_RESTART_COUNT counts those)."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 def dead_here(worker: str | None) -> bool:
     """True when the worker ran on this host and its process is gone; another host's worker is judged by heartbeat."""
     if worker is None:
@@ -67,9 +79,13 @@ def stale_trials(study: optuna.Study) -> dict[int, str]:
     """RUNNING trials to fail: trial id -> why."""
     storage, found = optuna_glue.storage_of(study), {}
     running = {optuna_glue.trial_id(t): t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    me, task = worker_id(), slurm_task()
     for trial_id, t in running.items():
-        if dead_here(t.system_attrs.get(WORKER)):
-            found[trial_id] = f"stale: its worker {t.system_attrs[WORKER]} died while it ran"
+        worker = t.system_attrs.get(WORKER)
+        if dead_here(worker):
+            found[trial_id] = f"stale: its worker {worker} died while it ran"
+        elif task and t.system_attrs.get(SLURM_TASK) == task and worker != me:
+            found[trial_id] = f"stale: its SLURM task {task} was requeued while it ran"
     if optuna_glue.heartbeat_enabled(storage):
         for trial_id in optuna_glue.stale_trial_ids(study):
             if trial_id in running and trial_id not in found:

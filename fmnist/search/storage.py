@@ -29,7 +29,7 @@ DRIVERS = {"postgresql": "postgres"}  # URL dialect -> the pyproject extra that 
 def where(url: str) -> str:
     """The storage as a user would look for it: a file's path, or a server's host:port (no password)."""
     if url.startswith(JOURNAL):
-        return url[len(JOURNAL) - 1 :]
+        return "/" + url[len(JOURNAL) :].lstrip("/")  # journal:///abs/path, and journal:////abs/path alike
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or ":memory:"

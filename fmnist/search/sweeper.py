@@ -8,12 +8,17 @@ study survives real use:
   treats RUNNING points as taken, gets their grid point back);
 - a diverged trial is PRUNED and a crashing one FAILED, each with its reason, and the sweep goes on; it fails as a
   whole only when no trial completed;
-- trial N runs in `<sweep dir>/N`, and the results table and best.json are written at the end.
+- trial N runs in `<sweep dir>/N`, and the results table and best.json are written at the end; a stale trial's
+  rerun continues in its predecessor's folder from last.pt (a killed worker or a requeued SLURM task loses at most
+  one epoch);
+- on SLURM (`hydra/launcher=submitit_slurm`), a job SLURM ended (cancelled, timed out, preempted) fails its trial with
+  SLURM's reason and queues its configuration again (fmnist/search/slurm.py).
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import math
 import sys
@@ -31,12 +36,13 @@ from optuna.trial import TrialState
 
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.search import liveness, optuna_glue
+from fmnist.search import liveness, optuna_glue, slurm
 from fmnist.search.storage import LOST, StorageLost, open_storage, storage_error, where
 from fmnist.search.trials import DUPLICATE, SPANS, configuration, stale_reasons, summarize
 
 log = logging.getLogger(__name__)
 
+FOLDER = "fmnist:folder"  # trial system attr: its run folder under the sweep dir (its number, or a predecessor's)
 TWIN_POLL, TWIN_STALL = 10.0, 900.0  # seconds: how often a repeated proposal checks its running twin; when to give up
 
 
@@ -137,7 +143,16 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    def _check_liveness_keys(self) -> None:
+    def _check_keys(self) -> None:
+        for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
+            if not isinstance(value, int) or value < 1:
+                what = "trials in the study" if key == "n_trials" else "trials launched at once"
+                raise UserError(f"hydra.sweeper.{key}={value}: give the number of {what}, a whole number >= 1")
+        if slurm.is_slurm(self.launcher) and (slots := self.launcher.params.get("array_parallelism")) is not None:
+            if not isinstance(slots, int) or slots < 1:
+                raise UserError(
+                    f"hydra.launcher.array_parallelism={slots}: give how many of a batch's jobs may run at once (>= 1)"
+                )
         interval, grace = self.heartbeat_interval, self.grace_period
         for key, value in (("heartbeat_interval", interval), ("grace_period", grace)):
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -156,7 +171,9 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         started = time.time()  # wall clock: spans of several workers (processes, machines) are merged by time
         if self.storage and str(self.storage).startswith("sqlite:///"):  # absolute, whatever the cwd of later runs
             self.storage = f"sqlite:///{Path(str(self.storage)[len('sqlite:///') :]).resolve()}"
-        self._check_liveness_keys()
+        self._check_keys()
+        if slurm.is_slurm(self.launcher):  # before the study exists: nothing is written for a cluster that is not there
+            slurm.check("hydra/launcher=submitit_slurm", self.launcher.params.get("partition"))
         if pruning(self.pruner):
             check_pruner(self.config.hydra.sweeper.get("pruner"), self.config.trainer.max_epochs)
             if not self.storage:
@@ -245,6 +262,10 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                         optuna_glue.storage_of(study).set_trial_system_attr(
                             optuna_glue.trial_id(trial), liveness.WORKER, me
                         )
+                        if task := liveness.slurm_task():  # a requeued copy of this task knows its trials
+                            optuna_glue.storage_of(study).set_trial_system_attr(
+                                optuna_glue.trial_id(trial), liveness.SLURM_TASK, task
+                            )
                         heartbeat.trials.add(optuna_glue.trial_id(trial))
                     heartbeat.beat()  # from the first moment: a trial without a heartbeat is never found stale
                     overrides = optuna_glue.trial_overrides(self, trials, distributions, fixed, fixed_overrides)
@@ -264,7 +285,7 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                         runs_, overrides = [t for t, _ in fresh], [o for _, o in fresh]
                         if pruning(self.pruner):  # the job finds its trial through this storage (job.num = number)
                             overrides = [(*o, f"hydra.sweeper.storage='{self.storage}'") for o in overrides]
-                        for trial, ret in zip(runs_, self._launch(runs_, overrides), strict=True):
+                        for trial, ret in zip(runs_, self._launch(study, runs_, overrides), strict=True):
                             self._record(study, trial, ret)
                     heartbeat.trials.clear()
         finally:  # the sweep's wall time is the union of all workers' spans
@@ -294,7 +315,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         (its worker is gone) and train it here."""
         sweep_dir, waited_for = Path(self.config.hydra.sweep.dir), None
         while (twin := running_twin(study, trial, batch)) is not None:
-            idle = time.time() - last_activity(sweep_dir / str(twin.number), twin.datetime_start.timestamp())
+            folder = sweep_dir / twin.system_attrs.get(FOLDER, str(twin.number))
+            idle = time.time() - last_activity(folder, twin.datetime_start.timestamp())
             if idle > TWIN_STALL:
                 log.warning(
                     "trial %d repeats running trial %d, whose job wrote nothing for %.0f s: training it here",
@@ -327,12 +349,33 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
         log.info("trial %d repeats trial %d's configuration: answered with its outcome", trial.number, earlier.number)
         return True
 
-    def _launch(self, trials, overrides):
-        """Trial N runs as job N, so its folder is <sweep dir>/N across resumes and workers."""
+    def _folder(self, study: optuna.Study, trial) -> str:
+        """A trial's run folder under the sweep dir: its number, or, for the rerun of a stale trial whose folder holds
+        a last.pt, that folder, where training resumes (trainer.resume) instead of starting over."""
+        storage, folder = optuna_glue.storage_of(study), str(trial.number)
+        history = storage.get_trial(optuna_glue.trial_id(trial)).system_attrs.get("retry_history", [])
+        if history:
+            before = study.get_trials(deepcopy=False)[history[-1]]  # trial numbers index the study's trials
+            theirs = before.system_attrs.get(FOLDER, str(before.number))
+            if (Path(self.config.hydra.sweep.dir) / theirs / "checkpoints" / "last.pt").exists():
+                folder = theirs
+        storage.set_trial_system_attr(optuna_glue.trial_id(trial), FOLDER, folder)
+        return folder
+
+    def _launch(self, study: optuna.Study, trials, overrides):
+        """Trial N runs as job N (the pruner finds its trial by hydra.job.num) in its folder (`_folder`)."""
+        folders = [self._folder(study, t) for t in trials]
+        overrides = [
+            o if f == str(t.number) else [*o, f"hydra.sweep.subdir={f}"]
+            for t, o, f in zip(trials, overrides, folders, strict=True)
+        ]
         numbers = [t.number for t in trials]
+        launch = (
+            functools.partial(slurm.launch, self.launcher) if slurm.is_slurm(self.launcher) else self.launcher.launch
+        )
         if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-            return self.launcher.launch(overrides, initial_job_idx=numbers[0])
-        return [r for t, o in zip(trials, overrides, strict=True) for r in self.launcher.launch([o], t.number)]
+            return launch(overrides, numbers[0])
+        return [r for t, o in zip(trials, overrides, strict=True) for r in launch([o], t.number)]
 
     def _record(self, study: optuna.Study, trial: optuna.Trial, ret) -> None:
         """Tell Optuna how the job ended: COMPLETE with its value; PRUNED (its last reported value) when the pruner
@@ -345,6 +388,12 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
                 trial.number,
                 stale_reasons(study).get(trial.number, "no reason recorded"),
             )
+            return
+        error = optuna_glue.job_exception(ret) if ret.status != JobStatus.COMPLETED else None
+        if isinstance(error, (StorageLost, slurm.SlurmEnded)):  # not the configuration's fault: it runs again
+            first = str(error).strip().splitlines()[0]
+            liveness.fail_as_stale(study, optuna_glue.trial_id(trial), f"stale: {first}")
+            log.warning("trial %d: %s; its configuration runs again", trial.number, first)
             return
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir).resolve()  # working_dir is the cwd (chdir=false)
         trial.set_user_attr("run_dir", str(run_dir))
@@ -365,13 +414,8 @@ class ResumableSweeperImpl(OptunaSweeperImpl):
             _tell(study, trial, state=TrialState.PRUNED)
             log.info("trial %d %s", trial.number, trial.user_attrs["reason"])
             return
-        error = optuna_glue.job_exception(ret) if ret.status != JobStatus.COMPLETED else None
         first = str(error).strip().splitlines()[0] if error and str(error).strip() else ""
         reason = f"{type(error).__name__}: {first}" if error else "the job wrote no summary.json"
-        if isinstance(error, StorageLost):  # not the configuration's fault: it runs again, like a dead worker's trial
-            liveness.fail_as_stale(study, optuna_glue.trial_id(trial), f"stale: {first}")
-            log.warning("trial %d lost its storage mid-run (%s): its configuration runs again", trial.number, first)
-            return
         trial.set_user_attr("outcome", "failed")
         trial.set_user_attr("reason", reason)
         _tell(study, trial, state=TrialState.FAIL)

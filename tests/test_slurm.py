@@ -1,0 +1,229 @@
+"""The search on a real SLURM cluster (a throwaway one-node cluster, tests/slurm.py): trials as SLURM jobs through
+Hydra's submitit launcher, and sweep workers as one job array, each with a job SLURM cancels, times out or requeues
+mid-trial. Skipped, with the reason, where SLURM is not installed; .ci/run installs it, and there a skip fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from fmnist.search import liveness
+from fmnist.search.storage import open_storage
+from tests.helpers import read_rows, run_cli, sweep_cmd
+from tests.postgres import free_port
+from tests.slurm import Cluster, missing
+
+# CI installs SLURM (.ci/run): there a missing one is a failure, not a skip
+needs_slurm = pytest.mark.skipif(missing() is not None and os.environ.get("CI") != "true", reason=missing() or "")
+try:
+    import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+
+    NO_LAUNCHER = None
+except ImportError:
+    NO_LAUNCHER = "no hydra-submitit-launcher: pip install -e '.[slurm]'"
+needs_launcher = pytest.mark.skipif(
+    NO_LAUNCHER is not None and os.environ.get("CI") != "true", reason=NO_LAUNCHER or ""
+)
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "trainer.threads=1"]
+FOUR = ["optimizer.lr=0.01,0.001", "optimizer.momentum=0.9,0.99", "hydra/sweeper/pruner=none"]  # 4 configurations
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(cpus=2).start()  # two slots
+    yield c
+    c.close()
+
+
+def _sh(cluster, *cmd) -> str:
+    return subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def _study(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="fmnist-study-grid", storage=open_storage(url))
+
+
+def _epochs(folder) -> list[int]:
+    return [int(r["epoch"]) for r in read_rows(folder / "metrics.csv")] if (folder / "metrics.csv").exists() else []
+
+
+def _when_trained_one_epoch(sweep_dir, timeout=300):
+    """The first run folder with one finished epoch (its last.pt written): the moment to end its job."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for folder in sorted(p for p in sweep_dir.glob("[0-9]*") if p.is_dir()):
+            if len(_epochs(folder)) == 1:
+                return folder
+        time.sleep(0.2)
+    raise AssertionError(f"no run under {sweep_dir} finished an epoch in {timeout} s")
+
+
+def test_a_slurm_task_requeued_on_another_host_finds_its_own_trial_stale(monkeypatch):
+    """Across hosts a dead worker is found by heartbeat only, and a journal file keeps none; a requeued copy of a SLURM
+    task knows its predecessor's trials: SLURM runs one copy of a task at a time."""
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    mine, other = study.ask(), study.ask()
+    storage = study._storage
+    for trial, task in ((mine, "41_0"), (other, "41_1")):
+        storage.set_trial_system_attr(trial._trial_id, liveness.WORKER, "node7:1234:99")  # another host
+        storage.set_trial_system_attr(trial._trial_id, liveness.SLURM_TASK, task)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    assert liveness.slurm_task() == "41_0"
+    assert liveness.stale_trials(study) == {mine._trial_id: "stale: its SLURM task 41_0 was requeued while it ran"}
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    assert liveness.stale_trials(study) == {}  # outside SLURM: another host's worker is judged by heartbeat
+
+
+def test_job_array_refuses_a_storage_other_hosts_cannot_share(tmp_path):
+    proc = run_cli("fmnist.slurm_workers", "--workers", "2", f"hydra.sweep.dir={tmp_path / 's'}", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "cannot be shared by workers on several hosts" in proc.stderr and "journal:///FILE" in proc.stderr
+    assert not (tmp_path / "s").exists()
+    proc = run_cli(
+        "fmnist.slurm_workers", "--workers", "0", f"hydra.sweeper.storage=journal:///{tmp_path}/j", check=False
+    )
+    assert proc.returncode == 1 and "--workers=0: give a whole number >= 1" in proc.stderr
+
+
+@needs_launcher
+@needs_slurm
+def test_no_controller_is_one_line_and_writes_nothing(tmp_path):
+    down = Cluster(tmp_path / "cluster")  # its slurm.conf, no daemon started: nothing listens on its ports
+    (down.root / "etc").mkdir(parents=True)
+    down._write_conf(free_port(), free_port(), free_port())
+    proc = run_cli(*sweep_cmd(tmp_path / "s", "optimizer.lr=0.01,0.001", *SLURM), check=False, env=down.env)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: hydra/launcher=submitit_slurm: no SLURM controller")
+    assert "Unable to contact slurm controller" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+    journal = f"hydra.sweeper.storage=journal:///{tmp_path}/j.log"
+    gone = {"SLURM_CONF": str(tmp_path / "nowhere.conf")}
+    proc = run_cli(
+        "fmnist.slurm_workers", "--workers", "2", journal, f"hydra.sweep.dir={tmp_path}/w", check=False, env=gone
+    )
+    assert proc.returncode == 1 and f"SLURM_CONF={tmp_path / 'nowhere.conf'} is not a file" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@needs_launcher
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0: give the number of trials in the study"),
+        ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0: give the number of trials launched at once"),
+        ("hydra.launcher.array_parallelism=0", "hydra.launcher.array_parallelism=0: give how many"),
+    ],
+)
+def test_sweeper_keys_that_cannot_work_are_one_line(tmp_path, override, message):
+    proc = run_cli(*sweep_cmd(tmp_path / "s", "optimizer.lr=0.01,0.001", *SLURM, override), check=False)
+    assert proc.returncode == 1 and message in proc.stderr and not (tmp_path / "s").exists()
+
+
+@needs_slurm
+def test_a_partition_slurm_does_not_have_is_one_line(cluster, tmp_path):
+    proc = run_cli(
+        *sweep_cmd(tmp_path / "s", "optimizer.lr=0.01,0.001", *SLURM, "hydra.launcher.partition=gpu"),
+        check=False,
+        env=cluster.env,
+    )
+    assert proc.returncode == 1 and "SLURM has no partition 'gpu'; use one of debug" in proc.stderr
+    assert not (tmp_path / "s").exists()
+    journal = f"hydra.sweeper.storage=journal:///{tmp_path}/j.log"
+    proc = run_cli(
+        "fmnist.slurm_workers", "--workers", "2", "--partition", "gpu", journal, check=False, env=cluster.env
+    )
+    assert proc.returncode == 1 and "SLURM has no partition 'gpu'" in proc.stderr
+
+
+@needs_slurm
+@pytest.mark.slow  # SLURM jobs of real training, one cancelled mid-trial: a minute and more
+def test_submitit_sweep_survives_a_cancelled_job(cluster, tmp_path, data_root):
+    sweep = tmp_path / "s"
+    cmd = sweep_cmd(sweep, *FOUR, *SLURM, "trainer.max_epochs=3", "hydra.sweeper.n_jobs=2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
+    )
+    cancelled = _when_trained_one_epoch(sweep)
+    job = OmegaConf.load(cancelled / ".hydra" / "hydra.yaml").hydra.job.id  # submitit's SLURM job id of this run
+    subprocess.run(["scancel", job], env=cluster.env, check=True)
+    assert proc.wait(timeout=600) == 0
+    rows = read_rows(sweep / "summary.csv")
+    assert sum(r["state"] == "COMPLETE" for r in rows) == 4  # n_trials reached: every configuration completed
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert (
+        len(failed) == 1 and "ended CANCELLED" in failed[0]["reason"] and "runs again as trial" in failed[0]["reason"]
+    )
+    # the rerun continued the cancelled run from its last.pt, in its folder: epoch 1 was not trained twice
+    assert _epochs(cancelled) == [1, 2, 3]
+    assert not any(r["state"] == "RUNNING" for r in rows)
+
+
+@needs_slurm
+@pytest.mark.slow  # a job that reaches SLURM's time limit: about two minutes
+def test_submitit_job_at_its_time_limit_runs_again_from_last_pt(cluster, tmp_path, data_root):
+    sweep = tmp_path / "s"
+    # a minute's limit, and submitit's warning signal 30 s before it: each job trains a few epochs, then ends
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "trainer.max_epochs=8"]
+    cmd = sweep_cmd(sweep, *FOUR, *SLURM, *limit, "hydra.sweeper.n_trials=1")
+    run_cli(*cmd, env=cluster.env, timeout=900)
+    rows = read_rows(sweep / "summary.csv")
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    timed_out = [r for r in rows if r["state"] == "FAIL"]
+    assert len(done) == 1 and timed_out and all("reached its time limit" in r["reason"] for r in timed_out)
+    # a job cut before its first epoch leaves no last.pt and its rerun starts afresh; a later cut one is continued
+    assert _epochs(Path(done[0]["run_dir"])) == list(range(1, 9))
+    assert len([p for p in sweep.glob("[0-9]*") if p.is_dir()]) < len(rows)  # a rerun continued in another's folder
+
+
+@needs_slurm
+@pytest.mark.slow  # two workers as a job array, one task cancelled mid-trial, then a one-worker array requeued
+def test_job_array_workers_survive_a_cancelled_and_a_requeued_task(cluster, tmp_path, data_root):
+    url = f"journal:///{tmp_path}/journal.log"
+    sweep = tmp_path / "s"
+    args = ["--workers", "2", "--wait", f"hydra.sweeper.storage={url}"]
+    cmd = ["fmnist.slurm_workers", *args, *sweep_cmd(sweep, *FOUR, "trainer.max_epochs=3")[2:]]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
+    )
+    cancelled = _when_trained_one_epoch(sweep)
+    study = _study(url)
+    task = study.trials[int(cancelled.name)].system_attrs[liveness.SLURM_TASK]
+    subprocess.run(["scancel", task], env=cluster.env, check=True)
+    assert proc.wait(timeout=600) == 0 and "submitted job array" in proc.stdout.read()
+    trials = _study(url).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    assert "died while it ran" in _study(url).user_attrs[f"fmnist:stale:{cancelled.name}"]
+    assert _epochs(cancelled) == [1, 2, 3]  # the other worker continued it from last.pt
+    assert (sweep / "slurm" / "workers.sbatch").read_text().count("#SBATCH --requeue") == 1
+
+    # one worker, requeued mid-trial (as preemption does): the same task starts again and continues its own trial
+    url2, sweep2 = f"journal:///{tmp_path}/journal2.log", tmp_path / "s2"
+    cmd = ["fmnist.slurm_workers", "--workers", "1", f"hydra.sweeper.storage={url2}"]
+    out = run_cli(
+        *cmd, *sweep_cmd(sweep2, *FOUR, "trainer.max_epochs=3", "hydra.sweeper.n_trials=2")[2:], env=cluster.env
+    )
+    job = out.stdout.split("submitted job array ")[1].split(":")[0]
+    requeued = _when_trained_one_epoch(sweep2)
+    _sh(cluster, "scontrol", "requeue", f"{job}_0")
+    for _ in range(100):  # SLURM holds a requeued job back (BeginTime); release it now
+        if "PD" in _sh(cluster, "squeue", "-h", "-j", job, "-o", "%t"):
+            _sh(cluster, "scontrol", "update", f"JobId={job}_0", "StartTime=now")
+            break
+        time.sleep(0.2)
+    deadline = time.time() + 600
+    while _sh(cluster, "squeue", "-h", "-j", job, "-o", "%i").strip() and time.time() < deadline:
+        time.sleep(1)
+    trials = _study(url2).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+    assert "stale" in _study(url2).user_attrs[f"fmnist:stale:{requeued.name}"]
+    assert _epochs(requeued) == [1, 2, 3]  # its run continued from last.pt after the requeue
+    assert "DUE TO JOB REQUEUE" in (sweep2 / "slurm" / f"worker-{job}_0.log").read_text()
