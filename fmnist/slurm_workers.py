@@ -26,6 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from fmnist.core.errors import UserError
 from fmnist.search import slurm
+from fmnist.search.storage import where
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 SHARED = ("postgresql", "journal:///")  # storages several hosts can share; sqlite on a local disk cannot
@@ -60,15 +61,14 @@ def check(args, cfg) -> None:
     slurm.check("fmnist.slurm_workers", args.partition)
 
 
-def batch_script(args, cfg, overrides: list[str]) -> str:
-    sweep_dir = Path(cfg.hydra.sweep.dir).resolve()
+def batch_script(args, cfg, sweep_dir: Path) -> str:
     fixed = {  # the same folder and study for every worker (a default sweep dir would be each one's own time)
         "hydra.sweep.dir": sweep_dir,
         "hydra.sweeper.storage": cfg.hydra.sweeper.storage,
         "hydra.sweeper.n_jobs": 1,  # one trial at a time: a worker asks for the next when its own ends
         "trainer.threads": args.cpus,  # on the task's cores
     }
-    keys = OverridesParser.create().parse_overrides(overrides)
+    keys = OverridesParser.create().parse_overrides(args.overrides)
     kept = [o.input_line for o in keys if o.key_or_group not in fixed]
     worker = [sys.executable, "-m", "fmnist.train", "--multirun", *kept, *(f"{k}={v}" for k, v in fixed.items())]
     lines = [
@@ -99,24 +99,19 @@ def submit(args) -> dict:
     sweep_dir = Path(cfg.hydra.sweep.dir).resolve()
     script = sweep_dir / "slurm" / "workers.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(batch_script(args, cfg, args.overrides))
+    script.write_text(batch_script(args, cfg, sweep_dir))
     done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise UserError(f"sbatch refused {script}: {(done.stderr or done.stdout).strip().splitlines()[0]}")
     job_id = done.stdout.strip().split(";")[0]
-    print(f"submitted job array {job_id}: {args.workers} workers on {slurm_storage(cfg)}; batch script {script}")
+    study = f"study {cfg.hydra.sweeper.study_name} at {where(str(cfg.hydra.sweeper.storage))}"
+    print(f"submitted job array {job_id}: {args.workers} workers on {study}; batch script {script}")
     print(f"follow it: squeue -j {job_id}; logs {sweep_dir}/slurm/worker-{job_id}_*.log; table {sweep_dir}/summary.md")
     if args.wait:
         while running(job_id):
             time.sleep(2)
         print(f"job array {job_id} ended: {sweep_dir}/summary.md")
     return {"job_id": job_id, "script": str(script), "sweep_dir": str(sweep_dir)}
-
-
-def slurm_storage(cfg) -> str:
-    from fmnist.search.storage import where
-
-    return f"study {cfg.hydra.sweeper.study_name} at {where(str(cfg.hydra.sweeper.storage))}"
 
 
 def main(argv: list[str] | None = None) -> None:

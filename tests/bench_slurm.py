@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 import optuna
-from omegaconf import OmegaConf
 
 from fmnist.core.machine import cpu_name
-from fmnist.search import liveness
 from fmnist.search.storage import open_storage
 from fmnist.search.trials import DUPLICATE
-from tests.helpers import REPO, read_rows
-from tests.slurm import Cluster, missing
+from tests.helpers import REPO
+from tests.slurm import Cluster, first_run_after_one_epoch, missing
 
 SLOTS = 2
 STUDY = [  # the study's own search space (TPE, ASHA), on a small budget: 12 trials of up to 4 epochs
@@ -36,21 +34,6 @@ STUDY = [  # the study's own search space (TPE, ASHA), on a small budget: 12 tri
     "trainer.threads=1",
     "hydra.sweeper.n_trials=12",
 ]
-
-
-def _cancel_first_run_after_one_epoch(cluster, sweep: Path, storage: str | None) -> str:
-    while True:
-        for folder in sorted(p for p in sweep.glob("[0-9]*") if p.is_dir()):
-            rows = read_rows(folder / "metrics.csv") if (folder / "metrics.csv").exists() else []
-            if len(rows) == 1 and (folder / "checkpoints" / "last.pt").exists():
-                if storage:  # a job-array worker: its SLURM task, from its trial
-                    study = optuna.load_study(study_name="fmnist-study-grid", storage=open_storage(storage))
-                    job = study.trials[int(folder.name)].system_attrs[liveness.SLURM_TASK]
-                else:  # a submitit job: its id, in the run's Hydra config
-                    job = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.id
-                subprocess.run(["scancel", job], env=cluster.env, check=True)
-                return f"{job} (trial {folder.name}, after epoch 1)"
-        time.sleep(0.2)
 
 
 def run(cluster: Cluster, way: str, cancel: bool, out: Path) -> dict:
@@ -65,9 +48,10 @@ def run(cluster: Cluster, way: str, cancel: bool, out: Path) -> dict:
         cmd += [f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"]
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", *cmd], cwd=REPO, env={**cluster.env, "WANDB_MODE": "disabled"})
-    cancelled = (
-        _cancel_first_run_after_one_epoch(cluster, sweep, storage if way == "array" else None) if cancel else None
-    )
+    cancelled = None
+    if cancel:
+        folder = first_run_after_one_epoch(sweep)
+        cancelled = f"{cluster.cancel_run(folder, storage if way == 'array' else None)} (trial {folder.name}, epoch 1)"
     code = proc.wait(timeout=3600)
     wall = time.time() - started
     return {"way": way, "cancelled": cancelled, "exit": code, "wall_s": round(wall, 1), **accounting(storage, wall)}

@@ -15,6 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
+from omegaconf import OmegaConf
+
 from tests.postgres import free_port
 
 DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "mariadbd", "munged")  # the order they stop in
@@ -33,6 +36,19 @@ def missing() -> str | None:
     except ImportError:
         return "no submitit: pip install -e '.[slurm]'"
     return None
+
+
+def first_run_after_one_epoch(sweep_dir: Path, timeout: float = 300) -> Path:
+    """The first run folder under a sweep with one finished epoch (last.pt is written before metrics.csv): the moment
+    to end its job mid-trial."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for folder in sorted(p for p in sweep_dir.glob("[0-9]*") if p.is_dir()):
+            metrics = folder / "metrics.csv"
+            if metrics.exists() and len(metrics.read_text().splitlines()) == 2:  # the header and epoch 1
+                return folder
+        time.sleep(0.2)
+    raise AssertionError(f"no run under {sweep_dir} finished an epoch in {timeout} s")
 
 
 class Cluster:
@@ -165,6 +181,20 @@ StorageLoc=slurm_acct_db
         self._wait("slurmdbd", lambda: self._sh("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0)
         if "fmnist" not in self._sh("sacctmgr", "-n", "list", "cluster", "format=cluster").stdout:
             self._sh("sacctmgr", "-i", "add", "cluster", "fmnist")
+
+    def cancel_run(self, folder: Path, storage: str | None = None) -> str:
+        """scancel the SLURM job that trains the run in `folder`: a job-array worker's task (its trial's record in
+        `storage`), or else a submitit job (its id in the run's Hydra config). Returns the job id."""
+        if storage:
+            from fmnist.search import liveness
+            from fmnist.search.storage import open_storage
+
+            study = optuna.load_study(study_name="fmnist-study-grid", storage=open_storage(storage))
+            job = study.trials[int(folder.name)].system_attrs[liveness.SLURM_TASK]
+        else:
+            job = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.id
+        self._sh("scancel", job)
+        return job
 
     def pid(self, daemon: str) -> int | None:
         f = self.run / f"{daemon}.pid"

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
 
 from fmnist.search import liveness
 from fmnist.search.storage import open_storage
 from tests.helpers import read_rows, run_cli, sweep_cmd
 from tests.postgres import free_port
-from tests.slurm import Cluster, missing
+from tests.slurm import Cluster, first_run_after_one_epoch, missing
 
 # CI installs SLURM (.ci/run): there a missing one is a failure, not a skip
 needs_slurm = pytest.mark.skipif(missing() is not None and os.environ.get("CI") != "true", reason=missing() or "")
@@ -52,17 +51,6 @@ def _study(url: str) -> optuna.Study:
 
 def _epochs(folder) -> list[int]:
     return [int(r["epoch"]) for r in read_rows(folder / "metrics.csv")] if (folder / "metrics.csv").exists() else []
-
-
-def _when_trained_one_epoch(sweep_dir, timeout=300):
-    """The first run folder with one finished epoch (its last.pt written): the moment to end its job."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for folder in sorted(p for p in sweep_dir.glob("[0-9]*") if p.is_dir()):
-            if len(_epochs(folder)) == 1:
-                return folder
-        time.sleep(0.2)
-    raise AssertionError(f"no run under {sweep_dir} finished an epoch in {timeout} s")
 
 
 def test_a_slurm_task_requeued_on_another_host_finds_its_own_trial_stale(monkeypatch):
@@ -151,9 +139,8 @@ def test_submitit_sweep_survives_a_cancelled_job(cluster, tmp_path, data_root):
     proc = subprocess.Popen(
         [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
     )
-    cancelled = _when_trained_one_epoch(sweep)
-    job = OmegaConf.load(cancelled / ".hydra" / "hydra.yaml").hydra.job.id  # submitit's SLURM job id of this run
-    subprocess.run(["scancel", job], env=cluster.env, check=True)
+    cancelled = first_run_after_one_epoch(sweep)
+    cluster.cancel_run(cancelled)
     assert proc.wait(timeout=600) == 0
     rows = read_rows(sweep / "summary.csv")
     assert sum(r["state"] == "COMPLETE" for r in rows) == 4  # n_trials reached: every configuration completed
@@ -193,10 +180,8 @@ def test_job_array_workers_survive_a_cancelled_and_a_requeued_task(cluster, tmp_
     proc = subprocess.Popen(
         [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
     )
-    cancelled = _when_trained_one_epoch(sweep)
-    study = _study(url)
-    task = study.trials[int(cancelled.name)].system_attrs[liveness.SLURM_TASK]
-    subprocess.run(["scancel", task], env=cluster.env, check=True)
+    cancelled = first_run_after_one_epoch(sweep)
+    cluster.cancel_run(cancelled, url)
     assert proc.wait(timeout=600) == 0 and "submitted job array" in proc.stdout.read()
     trials = _study(url).trials
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
@@ -212,7 +197,7 @@ def test_job_array_workers_survive_a_cancelled_and_a_requeued_task(cluster, tmp_
         *cmd, *sweep_cmd(sweep2, *FOUR, "trainer.max_epochs=3", "hydra.sweeper.n_trials=2")[2:], env=cluster.env
     )
     job = out.stdout.split("submitted job array ")[1].split(":")[0]
-    requeued = _when_trained_one_epoch(sweep2)
+    requeued = first_run_after_one_epoch(sweep2)
     _sh(cluster, "scontrol", "requeue", f"{job}_0")
     for _ in range(100):  # SLURM holds a requeued job back (BeginTime); release it now
         if "PD" in _sh(cluster, "squeue", "-h", "-j", job, "-o", "%t"):

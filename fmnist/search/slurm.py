@@ -38,36 +38,36 @@ def is_slurm(launcher) -> bool:
     return isinstance(launcher, SlurmLauncher)
 
 
-def controller_error() -> str | None:
-    """Why no SLURM controller answers this host's client commands, or None."""
+def partitions() -> list[str]:
+    """The cluster's partitions (sinfo marks the default with *); UserError's text when no controller answers."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "no SLURM client commands here (sinfo, sbatch): run on a login node (apt-get install slurm-client)"
+        raise UserError(
+            "no SLURM client commands here (sinfo, sbatch): run on a login node (apt-get install slurm-client)"
+        )
     conf = os.environ.get("SLURM_CONF")
     if conf and not Path(conf).is_file():  # sinfo would retry reading it for a minute
-        return f"SLURM_CONF={conf} is not a file: point it at the cluster's slurm.conf"
+        raise UserError(f"SLURM_CONF={conf} is not a file: point it at the cluster's slurm.conf")
     try:
         done = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        return "no SLURM controller answers (sinfo: nothing in 60 s): start slurmctld, or check SLURM_CONF"
+        raise UserError(
+            "no SLURM controller answers (sinfo: nothing in 60 s): start slurmctld, or check SLURM_CONF"
+        ) from None
     if done.returncode != 0:
         first = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[0]
-        return (
+        raise UserError(
             f"no SLURM controller answers ({first}): start slurmctld, or point SLURM_CONF at the cluster's slurm.conf"
         )
-    return None
-
-
-def partitions() -> list[str]:
-    """The cluster's partitions (sinfo marks the default with *)."""
-    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30).stdout
-    return [p.strip().rstrip("*") for p in out.split() if p.strip()]
+    return [p.strip().rstrip("*") for p in done.stdout.split() if p.strip()]
 
 
 def check(where: str, partition: str | None) -> None:
     """One line before anything is written or submitted: no controller, or a partition the cluster does not have."""
-    if why := controller_error():
-        raise UserError(f"{where}: {why}")
-    if partition and partition not in (known := partitions()):
+    try:
+        known = partitions()
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    if partition and partition not in known:
         raise UserError(
             f"{where}: SLURM has no partition {partition!r}; use one of {', '.join(known)} (or leave it unset for the "
             "default)"
