@@ -13,7 +13,19 @@ from tests.helpers import REPO
 
 PACKAGES = ("fmnist", "hydra_plugins/fmnist_sweeper")
 # what may be imported inside a function: slow or optional, and never needed by every caller of the module
-HEAVY = ("matplotlib", "onnxruntime", "onnx", "optuna", "wandb", "torch._inductor", "torchvision", "openvino", "nncf")
+HEAVY = (
+    "matplotlib",
+    "onnxruntime",
+    "onnx",
+    "optuna",
+    "wandb",
+    "torch._inductor",
+    "torchvision",
+    "openvino",
+    "nncf",
+    "submitit",
+    "hydra_plugins.hydra_submitit_launcher",
+)
 
 
 def modules(root: Path) -> dict[str, Path]:

@@ -32,6 +32,7 @@ class SlurmEnded(RuntimeError):
 
 def is_slurm(launcher) -> bool:
     try:
+        # the slurm extra, installed or not
         from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
     except ImportError:  # the slurm extra is not installed: Hydra would not have found submitit_slurm either
         return False
@@ -77,7 +78,7 @@ def check(where: str, partition: str | None) -> None:
 def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     """The plugin's `launch` (the executor and the job array built the same way), but every job's outcome comes back."""
     import submitit  # the slurm extra: only a SLURM sweep needs it
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf  # the slurm extra too
 
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(
@@ -96,7 +97,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
 
 
 def _outcome(job, overrides) -> JobReturn:
-    from submitit.core.utils import FailedJobError, UncompletedJobError
+    from submitit.core.utils import FailedJobError, UncompletedJobError  # the slurm extra, as in launch()
 
     try:
         ret = job.results()[0]
