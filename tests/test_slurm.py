@@ -15,6 +15,7 @@ import pytest
 
 from fmnist.search import liveness
 from fmnist.search.storage import open_storage
+from tests.bench_slurm import N_TRIALS, configurations, summary
 from tests.helpers import read_rows, run_cli, sweep_cmd
 from tests.postgres import free_port
 from tests.slurm import Cluster, first_run_after_one_epoch, missing
@@ -69,6 +70,35 @@ def test_a_slurm_task_requeued_on_another_host_finds_its_own_trial_stale(monkeyp
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     assert liveness.stale_trials(study) == {}  # outside SLURM: another host's worker is judged by heartbeat
+
+
+def test_the_bench_gives_both_ways_the_same_configurations_of_the_grid():
+    """make bench-slurm compares the ways on the same trials: each round's 12 configurations are distinct points of
+    the study's grid, the same whenever the round is drawn again, other in another round."""
+    grid = {
+        "model.conv1_kernel": {3, 5},
+        "model.conv2_kernel": {3, 5},
+        "model.conv1_channels": {8, 12, 16},
+        "model.conv2_channels": {8, 12, 16},
+        "model.fc1_size": {50, 100},
+        "data.batch_size": {64, 128, 256, 512},
+        "optimizer.lr": {0.1, 0.01, 0.001},
+        "optimizer.momentum": {0.9, 0.99},
+        "model.weight_init": {"xavier_normal", "xavier_uniform", "normal"},
+    }
+    drawn = configurations(0)
+    assert len(drawn) == N_TRIALS == len({tuple(sorted(c.items())) for c in drawn})
+    assert all(c.keys() == grid.keys() and all(v in grid[k] for k, v in c.items()) for c in drawn)
+    assert configurations(0) == drawn != configurations(1)
+    runs = [
+        {"round": k, "way": w, "cancelled": None, "wall_s": wall, "idle_share": 0.1}
+        for k, (a, b) in enumerate([(60, 120), (70, 140)])
+        for w, wall in (("array", a), ("launcher", b))
+    ]
+    runs.append({"round": 0, "way": "array", "cancelled": "5_0", "wall_s": 999, "idle_share": 0.9})  # not paired
+    s = summary(runs)
+    assert s["rounds"] == 2 and s["array_over_launcher_wall"]["ratio"] == pytest.approx(0.5)
+    assert s["ways"]["launcher"]["wall_s"]["mean"] == pytest.approx(130)
 
 
 def test_job_array_refuses_a_storage_other_hosts_cannot_share(tmp_path):
