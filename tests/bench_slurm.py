@@ -4,8 +4,8 @@ array). Each round draws 12 configurations of the study's grid (seeded by the ro
 study before it starts, so both ways train the same configurations (TPE would propose other ones in each run, and the
 walls would compare studies); the ways run in alternating order by round. The first --cancel-rounds rounds also run
 each way with one job cancelled after its first epoch. Prints each run's wall time, how long slots sat idle
-(2 x wall time - the trials' own time), every trial's outcome, and the array's wall over the launcher's paired by
-round; writes results/slurm/.
+(2 x wall time - the epochs the runs' own logs timed), every trial's outcome, and the array's wall over the
+launcher's paired by round; writes results/slurm/.
 
     python -m tests.bench_slurm [--rounds 3] [--cancel-rounds 1] [--out results/slurm]
 """
@@ -23,39 +23,36 @@ import time
 from pathlib import Path
 
 import optuna
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import OmegaConf
 
 from fmnist.core.machine import cpu_name
-from fmnist.core.stats import interval, ratio
+from fmnist.core.stats import interval, quoted, ratio
+from fmnist.search.optuna_glue import distributions
 from fmnist.search.storage import open_storage
 from fmnist.search.trials import DUPLICATE
 from tests.helpers import REPO
 from tests.slurm import Cluster, first_run_after_one_epoch, missing
 
 SLOTS = 2
-STUDY = [  # the study's own search space (TPE, ASHA), on a small budget: 12 trials of up to 4 epochs
+N_TRIALS = 12
+STUDY_NAME = "fmnist-study-grid"
+STUDY = [  # the study's own search space (TPE, ASHA), on a small budget: N_TRIALS trials of up to 4 epochs
     "trainer.max_epochs=4",
     "data.subset=6000",
     "data.val_size=1000",
     "logger=none",
     "trainer.device=cpu",
     "trainer.threads=1",
-    "hydra.sweeper.n_trials=12",
+    f"hydra.sweeper.n_trials={N_TRIALS}",
 ]
-
-
-N_TRIALS = 12
-STUDY_NAME = "fmnist-study-grid"
 
 
 def configurations(seed: int) -> list[dict]:
     """N_TRIALS distinct configurations of the study's grid (conf/hparams_search/study_grid.yaml), drawn with `seed`."""
     params = OmegaConf.load(REPO / "conf/hparams_search/study_grid.yaml").hydra.sweeper.params
-    distributions, _, _ = create_params_from_overrides([f"{k}={v}" for k, v in params.items()])
-    rng, drawn = random.Random(seed), []
+    rng, drawn, space = random.Random(seed), [], distributions(params)
     while len(drawn) < N_TRIALS:
-        config = {k: rng.choice(d.choices) for k, d in distributions.items()}
+        config = {k: rng.choice(d.choices) for k, d in space.items()}
         if config not in drawn:
             drawn.append(config)
     return drawn
@@ -131,14 +128,6 @@ def summary(results: list[dict]) -> dict:
     return {"rounds": len(rounds), "ways": ways, "array_over_launcher_wall": ratio(*zip(*walls, strict=True))}
 
 
-def _mean(s: dict, scale: float = 1, digits: int = 1) -> str:
-    if s["low"] is None:
-        return f"{scale * s['mean']:.{digits}f} (n=1)"
-    return (
-        f"{scale * s['mean']:.{digits}f} [{scale * s['low']:.{digits}f}, {scale * s['high']:.{digits}f}] (n={s['n']})"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "slurm")
@@ -171,21 +160,21 @@ def main() -> None:
         finally:
             cluster.close()
     meta = {"cpu": cpu_name(), "slots": SLOTS, "python": platform.python_version(), "study": STUDY}
-    meta["configurations"] = "12 per round, drawn from the study's grid with random.Random(round), enqueued"
+    meta["configurations"] = f"{N_TRIALS} per round, drawn from the study's grid with random.Random(round), enqueued"
     s = summary(results)
     w, a = s["ways"], s["array_over_launcher_wall"]
     lines = [
-        f"# 12 trials under ASHA on a one-node SLURM cluster, {SLOTS} slots ({meta['cpu']})",
+        f"# {N_TRIALS} trials under ASHA on a one-node SLURM cluster, {SLOTS} slots ({meta['cpu']})",
         "",
-        f"Both ways trained the same 12 configurations in each round (enqueued); {s['rounds']} rounds, ways in "
-        "alternating order. Without a cancel, mean [95 % interval] over rounds:",
+        f"Both ways trained the same {N_TRIALS} configurations in each round (enqueued); {s['rounds']} rounds, ways "
+        "in alternating order. Without a cancel, mean ± std [95 % interval] over rounds:",
         "",
         "| way | wall s | slot time on no epoch, % |",
         "|---|---|---|",
-        f"| launcher (trials as jobs, batches of {SLOTS}) | {_mean(w['launcher']['wall_s'])} | "
-        f"{_mean(w['launcher']['idle_share'], 100, 0)} |",
-        f"| array ({SLOTS} workers as one job array) | {_mean(w['array']['wall_s'])} | "
-        f"{_mean(w['array']['idle_share'], 100, 0)} |",
+        f"| launcher (trials as jobs, batches of {SLOTS}) | {quoted(w['launcher']['wall_s'], 1, 1)} | "
+        f"{quoted(w['launcher']['idle_share'], 100, 0)} |",
+        f"| array ({SLOTS} workers as one job array) | {quoted(w['array']['wall_s'], 1, 1)} | "
+        f"{quoted(w['array']['idle_share'], 100, 0)} |",
         "",
         f"Array wall / launcher wall, paired by round: {a['ratio']:.2f}x"
         + (f" [{a['low']:.2f}, {a['high']:.2f}] (n={a['n']})" if a["low"] is not None else " (n=1)"),

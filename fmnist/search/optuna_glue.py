@@ -26,6 +26,11 @@ def search_space(impl: plugin.OptunaSweeperImpl, arguments: list[str]) -> tuple[
     return distributions, fixed, fixed_overrides
 
 
+def distributions(params: dict) -> dict:
+    """The Optuna distributions of a sweeper `params` mapping as the config writes it (`key: choice(3, 5)`)."""
+    return plugin.create_params_from_overrides([f"{k}={v}" for k, v in params.items()])[0]
+
+
 def grid_choices(impl: plugin.OptunaSweeperImpl, distribution) -> list:
     return impl._to_grid_sampler_choices(distribution)
 
