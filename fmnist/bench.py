@@ -17,8 +17,8 @@ from fmnist.core.data import normalize, read_raw
 from fmnist.core.errors import UserError, one_line_errors
 from fmnist.core.flops import layer_counts, totals
 from fmnist.core.machine import cpu_name, cpu_runtime, heap_kept, resolve_device
-from fmnist.core.model import layers, widths
-from fmnist.core.stats import ratio
+from fmnist.core.model import WIDTHS, build, layers, widths
+from fmnist.core.stats import ratio, rounds_for
 from fmnist.core.study import PUBLISHED
 from fmnist.pruning.engines import (
     INT8,
@@ -68,12 +68,16 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     test_x, test_y = normalize(test_x, cfg.data.mean, cfg.data.std, device), test_y.to(device)  # read once
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, runners = {}, {}
-    for name, path in (("original", original_path), ("pruned", pruned_path)):
-        model, _ = checkpoint.load_model(path)
+    paths = {"original": original_path, "pruned": pruned_path}
+    models = {name: checkpoint.load_model(path)[0] for name, path in paths.items()}
+    if b.floor:  # what bounds pruning on each engine: the narrowest network of these kernels, one unit per layer
+        torch.manual_seed(0)  # untrained: only its time is used, never its predictions
+        models["floor"] = build({**models["original"].arch, **dict.fromkeys(WIDTHS.values(), 1)})
+    for name, model in models.items():
         model.to(device).eval()
         _, test_acc = evaluate(model, test_x, test_y, cfg.trainer.eval_batch_size)
         entries[name] = {
-            "checkpoint": str(path.resolve()),
+            "checkpoint": str(paths[name].resolve()) if name in paths else None,
             "arch": dict(model.arch),
             **totals(model.arch),
             "test_accuracy": test_acc,
@@ -85,6 +89,8 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         entries[name]["max_abs_logit_diff"], entries[name]["agreement"] = {}, {}
         for e in engines:
             runners[name, e] = engine_runner(model, e, x[: b.batch_size], out_dir / f"{name}.onnx", calibration)
+            if e in LOW_PRECISION and name == "floor":  # untrained: its classes mean nothing, only its time counts
+                continue
             if e in LOW_PRECISION:  # other logits by design: it must predict what the fp32 model predicts
                 agreed = agreement(runners[name, e], model, test_x, test_y, b.batch_size)
                 entries[name]["agreement"][e] = agreed
@@ -109,7 +115,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                 )
             entries[name]["max_abs_logit_diff"][e] = diff
     tabled = _tabled(cfg, b)
-    layer_sums = {(name, e): [] for name in entries for e in tabled}  # ms per batch, one per timed round
+    layer_sums = {(name, e): [] for name in ("original", "pruned") for e in tabled}  # ms per batch, one per timed round
     rounds, intervals, reached = 0, {}, False
     for r in range(b.warmup + b.max_repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
@@ -148,6 +154,10 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     orig, pruned = entries["original"], entries["pruned"]
     return {
         "decomposition": decompose(entries, engines, b.deploy),
+        # pruning's most on each engine: the original against the floor network, paired by round
+        "ceiling": {e: ratio(orig["seconds_all"][e], entries["floor"]["seconds_all"][e]) for e in engines}
+        if b.floor
+        else None,
         "skipped": skipped,
         "calibration_images": b.calibration,
         # the stated tolerances every low-precision engine passed (its figures: each model's "agreement")
@@ -160,6 +170,10 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "speedup_interval": intervals,
         "rounds": rounds,
         "interval_reached": reached,
+        # for each speedup still wider than ±halfwidth: the rounds it would take at its measured spread
+        "rounds_needed": {k: rounds_for(i, b.halfwidth) for k, i in intervals.items() if not reached and i["low"]}
+        if not reached
+        else {},
         "flops_ratio": orig["study_flops"] / pruned["study_flops"],
         "macs_ratio": orig["macs"] / pruned["macs"],
         "images": len(x),
@@ -182,8 +196,8 @@ def speedup_intervals(entries: dict, engines: list[str]) -> dict:
     """Each engine's speedup, and each model on its fastest engine's ("fastest"), over the rounds timed so far."""
     orig, pruned = entries["original"]["seconds_all"], entries["pruned"]["seconds_all"]
     fastest = {
-        name: min(engines, key=lambda e, s=entry["seconds_all"]: statistics.median(s[e]))
-        for name, entry in entries.items()
+        name: min(engines, key=lambda e, s=entries[name]["seconds_all"]: statistics.median(s[e]))
+        for name in ("original", "pruned")
     }
     out = {e: ratio(orig[e], pruned[e]) for e in engines}
     out["fastest"] = ratio(orig[fastest["original"]], pruned[fastest["pruned"]])
@@ -193,14 +207,16 @@ def speedup_intervals(entries: dict, engines: list[str]) -> dict:
 def decompose(entries: dict, engines: list[str], deploy: str | None) -> dict | None:
     """The study's "~11x faster" split into its factors, each a per-round ratio with its 95 % interval: the original
     in eager fp32 (as the study timed it) -> the original on the deployment engine -> the pruned model on that
-    engine -> the pruned model in int8 (where an int8 engine was timed); and the total, eager original to the last.
-    The deployment engine is `deploy`, or the fastest one for the pruned model that is not int8."""
+    engine -> the pruned model in int8 (the fastest int8 engine for it, where one was timed); and the total, eager
+    original to the last. The deployment engine is `deploy`, or the fastest one for the pruned model that is not int8.
+    With the floor network timed: how far pruning could go at most, on the deployment engine and in all."""
     if "eager" not in engines:
         return None
     orig, pruned = entries["original"]["seconds_all"], entries["pruned"]["seconds_all"]
     full = [e for e in engines if e not in INT8]
     deploy = deploy or min(full, key=lambda e: statistics.median(pruned[e]))
-    int8 = next((e for e in engines if e in INT8), None)
+    int8s = [e for e in engines if e in INT8]
+    int8 = min(int8s, key=lambda e: statistics.median(pruned[e])) if int8s else None
     steps = {
         "engine": ratio(orig["eager"], orig[deploy]),  # the original, eager fp32 -> the deployment engine
         "pruning": ratio(orig[deploy], pruned[deploy]),  # on that engine, original -> pruned
@@ -215,7 +231,17 @@ def decompose(entries: dict, engines: list[str], deploy: str | None) -> dict | N
     }
     if int8:
         test["pruned, int8"] = entries["pruned"]["agreement"][int8]["test_accuracy"]
-    return {"deploy": deploy, "int8": int8, "steps": steps, "total": ratio(orig["eager"], last), "test_accuracy": test}
+    out = {"deploy": deploy, "int8": int8, "steps": steps, "total": ratio(orig["eager"], last), "test_accuracy": test}
+    if "floor" in entries:  # no pruning of this network beats its narrowest one on the same engine
+        floor = entries["floor"]["seconds_all"]
+        fastest = min(engines, key=lambda e: statistics.median(floor[e]))
+        out["ceiling"] = {
+            "floor": widths(entries["floor"]["arch"]),
+            "pruning": ratio(orig[deploy], floor[deploy]),  # the most pruning can give on the deployment engine
+            "engine": fastest,  # the floor network's fastest engine
+            "total": ratio(orig["eager"], floor[fastest]),  # the most any pruning and engine can give here
+        }
+    return out
 
 
 def _tabled(cfg: DictConfig, b: DictConfig) -> dict[str, DictConfig]:
@@ -322,6 +348,19 @@ def summary_text(r: dict) -> str:
             + ";  ".join(f"{steps[k]} {_interval(i)}" for k, i in d["steps"].items())
             + f";  total {_interval(d['total'])}  vs  FLOPs ratio {r['flops_ratio']:.2f}x"
         )
+    if r.get("ceiling"):
+        f = r["floor"]
+        lines.append(
+            f"what bounds pruning: the narrowest network of these kernels, {widths(f['arch'])} (untrained, timed "
+            "only), on each engine and the original's speedup to it: "
+            + ";  ".join(f"{e} {f['seconds_by_engine'][e]:.3f} s ({c['ratio']:.2f}x)" for e, c in r["ceiling"].items())
+        )
+    if d and d.get("ceiling"):
+        c = d["ceiling"]
+        lines.append(
+            f"no pruning of this network gives more than {_interval(c['pruning'])} on {d['deploy']}, nor more than "
+            f"{_interval(c['total'])} from the original in eager fp32 to {c['floor']} on {c['engine']}"
+        )
     for e, why in r.get("skipped", {}).items():
         lines.append(f"engine {e} skipped: {why}")
     if not r["interval_reached"]:
@@ -329,6 +368,13 @@ def summary_text(r: dict) -> str:
             f"not every interval is within ±{100 * r['halfwidth']:.0f} % after {r['rounds']} rounds "
             "(bench.max_repeats): these speedups are known only as far as their intervals say"
         )
+        needed = {k: n for k, n in r.get("rounds_needed", {}).items() if n and n > r["rounds"]}
+        if needed:
+            lines.append(
+                f"at their measured spread, ±{100 * r['halfwidth']:.0f} % would take "
+                + ", ".join(f"{k} {n}" for k, n in sorted(needed.items(), key=lambda kv: -kv[1]))
+                + " rounds (bench.max_repeats)"
+            )
     for e in (e for e in r["engines"] if e in o.get("agreement", {})):
         both = (("original", o["agreement"][e]), ("pruned", p["agreement"][e]))
         lines.append(

@@ -1,6 +1,7 @@
 import copy
 import csv
 import json
+import math
 import re
 
 import pytest
@@ -290,14 +291,15 @@ def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, train
     assert not (tmp_path / "bench" / "summary.json").exists()
 
 
-def test_openvino_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_path, trained):
-    """OpenVINO forced to f32 computes the model's logits; its default precision and NNCF's int8 pass the agreement
-    check on the 10 000 test images; the decomposition's factors multiply to its total, round by round."""
+def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_path, trained):
+    """OpenVINO forced to f32 computes the model's logits; its default precision, NNCF's int8 and ONNX Runtime's
+    static int8 pass the agreement check on the 10 000 test images; the decomposition's factors multiply to its
+    total, round by round; the floor network, timed in the same rounds, bounds what pruning can give."""
     import fmnist.bench
 
     prune_dir = tmp_path / "prune"
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
-    engines = "eager,openvino_f32,openvino,openvino_int8"
+    engines = "eager,openvino_f32,openvino,openvino_int8,onnxruntime_int8"
     cfg = compose_cfg(
         tmp_path / "bench",
         [
@@ -321,21 +323,52 @@ def test_openvino_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_
     for name in ("original", "pruned"):
         entry = result[name]
         assert entry["max_abs_logit_diff"]["openvino_f32"] < 1e-3  # equality, checked before timing
-        for e in ("openvino", "openvino_int8"):
+        for e in ("openvino", "openvino_int8", "onnxruntime_int8"):
             agreed = entry["agreement"][e]
-            least = 0.9 if e == "openvino_int8" else 0.99
+            least = 0.9 if e.endswith("int8") else 0.99
             assert agreed["argmax_agreement"] >= least and agreed["accuracy_drop"] <= 0.03
             assert agreed["fp32_test_accuracy"] == entry["test_accuracy"]
-        assert entry["agreement"]["openvino_int8"]["max_abs_logit_diff"] > 1e-4  # int8 arithmetic, not f32
+        for e in ("openvino_int8", "onnxruntime_int8"):
+            assert entry["agreement"][e]["max_abs_logit_diff"] > 1e-4  # int8 arithmetic, not f32
+    assert (tmp_path / "bench" / "pruned.int8.onnx").exists()  # ONNX Runtime's quantized graph, kept beside
     d = result["decomposition"]
-    assert d["deploy"] != "openvino_int8" and d["int8"] == "openvino_int8"
+    # the int8 step is the faster int8 engine for the pruned model
+    int8_seconds = {e: result["pruned"]["seconds_by_engine"][e] for e in ("openvino_int8", "onnxruntime_int8")}
+    assert d["deploy"] in ("eager", "openvino_f32", "openvino") and d["int8"] == min(int8_seconds, key=int8_seconds.get)
     assert set(d["steps"]) == {"engine", "pruning", "int8"}
     product = d["steps"]["engine"]["ratio"] * d["steps"]["pruning"]["ratio"] * d["steps"]["int8"]["ratio"]
     assert d["total"]["ratio"] == pytest.approx(product) and d["total"]["n"] == result["rounds"] == 2
     assert d["steps"]["pruning"]["ratio"] == pytest.approx(result["speedup_interval"][d["deploy"]]["ratio"])
-    assert d["test_accuracy"]["pruned, int8"] == result["pruned"]["agreement"]["openvino_int8"]["test_accuracy"]
+    assert d["test_accuracy"]["pruned, int8"] == result["pruned"]["agreement"][d["int8"]]["test_accuracy"]
+    # the floor: the narrowest network of the original's kernels, timed on every engine in the same rounds
+    floor = result["floor"]
+    assert floor["arch"] == {**result["original"]["arch"], "conv1_channels": 1, "conv2_channels": 1, "fc1_size": 1}
+    assert floor["checkpoint"] is None and floor["agreement"] == {}  # untrained: only its time is used
+    assert all(len(s) == 2 for s in floor["seconds_all"].values()) and set(floor["seconds_all"]) == set(
+        engines.split(",")
+    )
+    assert floor["max_abs_logit_diff"]["openvino_f32"] < 1e-3  # it is still computed, not skipped
+    orig_s = result["original"]["seconds_all"]
+    for e, c in result["ceiling"].items():
+        per_round = [a / b for a, b in zip(orig_s[e], floor["seconds_all"][e], strict=True)]
+        assert c["ratio"] == pytest.approx(math.exp(sum(map(math.log, per_round)) / 2)) and c["n"] == 2
+    c = d["ceiling"]
+    assert c["floor"] == "(1, 1, 1)" and c["pruning"]["ratio"] == pytest.approx(result["ceiling"][d["deploy"]]["ratio"])
+    assert c["engine"] == min(floor["seconds_by_engine"], key=floor["seconds_by_engine"].get)
+    total = [a / b for a, b in zip(orig_s["eager"], floor["seconds_all"][c["engine"]], strict=True)]
+    assert c["total"]["ratio"] == pytest.approx(math.exp(sum(map(math.log, total)) / 2))
+    # two rounds cannot narrow every interval to ±5 %: each wide one says how many rounds it would take
+    if not result["interval_reached"]:
+        wide = [k for k, i in result["speedup_interval"].items() if i["halfwidth"] > 0.05]
+        assert set(result["rounds_needed"]) == set(result["speedup_interval"]) and all(
+            result["rounds_needed"][k] > 2 for k in wide
+        )
     text = fmnist.bench.summary_text(result)
-    assert "decomposed (original eager fp32 -> pruned on" in text and "int8 (openvino_int8)" in text
+    assert "decomposed (original eager fp32 -> pruned on" in text and f"int8 ({d['int8']})" in text
+    assert "what bounds pruning: the narrowest network of these kernels, (1, 1, 1)" in text
+    assert f"no pruning of this network gives more than {c['pruning']['ratio']:.2f}x" in text
+    if not result["interval_reached"]:
+        assert "at their measured spread, ±5 % would take" in text
     assert result["tolerance"] == {"min_agreement": 0.99, "min_agreement_int8": 0.9, "max_accuracy_drop": 0.03}
     # the same int8 engine held to agreement it cannot reach: the bench stops with its figures, writes nothing
     cfg.bench.engines, cfg.bench.min_agreement_int8 = ["eager", "openvino_int8"], 1.0

@@ -110,6 +110,12 @@ def test_report_has_every_section_with_numbers_from_the_files(outputs):
         e: f"{i['ratio']:.2f}x [{i['low']:.2f}, {i['high']:.2f}] (n=2)" for e, i in bench["speedup_interval"].items()
     }
     assert f"| {cell['fastest']} | {cell['eager']} | {bench['flops_ratio']:.2f}x | ~11x |" in md
+    # the decomposition row ends with the ceiling the floor network sets: pruning on the deployment engine / total
+    c = bench["decomposition"]["ceiling"]
+    ceiling = " / ".join(
+        f"{c[k]['ratio']:.2f}x [{c[k]['low']:.2f}, {c[k]['high']:.2f}] (n=2)" for k in ("pruning", "total")
+    )
+    assert f"| {ceiling} ({c['engine']}) |" in md
     html = (outputs / "report" / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert len(images) == 8  # sweep curves, one comparison, importances, slice, two pruning plots per prune run

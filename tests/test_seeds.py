@@ -3,13 +3,15 @@ command on real training runs."""
 
 import json
 import math
+import statistics
 
 import pytest
+from scipy import stats
 
 from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import against, interval, paired, prob_above, ratio
+from fmnist.core.stats import against, interval, paired, prob_above, ratio, rounds_for
 from fmnist.seeds import main
 from fmnist.sweep_summary import main as sweep_summary
 from fmnist.training.run import train
@@ -53,6 +55,24 @@ def test_a_bench_interval_narrows_with_more_rounds():
     widths = [ratio(orig[:n], pruned[:n])["halfwidth"] for n in (3, 10, 40)]
     assert widths[0] > widths[1] > widths[2] and widths[2] < 0.05
     assert ratio(orig, pruned)["low"] < 5.0 < ratio(orig, pruned)["high"]
+
+
+def test_rounds_for_a_target_interval_from_the_measured_spread():
+    import random
+
+    draw = random.Random(1)  # 10 rounds with 10 % noise on each model: an interval near ±10 %
+    orig = [5.0 * draw.lognormvariate(0, 0.1) for _ in range(2000)]
+    pruned = [1.0 * draw.lognormvariate(0, 0.1) for _ in range(2000)]
+    r = ratio(orig[:10], pruned[:10])
+    assert rounds_for(r, r["halfwidth"]) == 10  # its own width: the rounds it has
+    needed = rounds_for(r, 0.05)
+    sd = statistics.stdev(math.log(a / b) for a, b in zip(orig[:10], pruned[:10], strict=True))
+    # the smallest m with t(m-1) * sd / sqrt(m) <= log(1.05): checked at m and m-1 by hand
+    t = lambda m: stats.t.ppf(0.975, m - 1) * sd / math.sqrt(m)  # noqa: E731
+    assert t(needed) <= math.log(1.05) < t(needed - 1)
+    # and that many rounds of the same noise do narrow to about ±5 % (the spread is re-estimated, so loosely)
+    assert 0.035 < ratio(orig[:needed], pruned[:needed])["halfwidth"] < 0.065
+    assert rounds_for(ratio([2.0], [1.0]), 0.05) is None  # one round: no spread known
 
 
 def test_paired_difference_uses_the_common_seeds():

@@ -55,6 +55,24 @@ def quoted_difference(d: dict) -> str:
     return f"{100 * d['mean']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
 
 
+def rounds_for(r: dict, halfwidth: float, most: int = 100_000) -> int | None:
+    """How many rounds a ratio (from `ratio`) would need for its interval to be within ±`halfwidth`, if its per-round
+    spread stayed as measured: the smallest m whose t interval, t(m-1) * sd / sqrt(m) on the log scale, is narrow
+    enough; None with fewer than two rounds (no spread known) or beyond `most`."""
+    if r["low"] is None:
+        return None
+    n, level = r["n"], r["level"]
+    t = stats.t.ppf((1 + level) / 2, n - 1)
+    sd = math.log(r["high"] / r["ratio"]) * math.sqrt(n) / t  # the per-round log ratios' standard deviation
+    goal = math.log(1 + halfwidth)  # halfwidth's upper side; the lower, 1 - exp(-h), is the narrower one
+    m = 2
+    while stats.t.ppf((1 + level) / 2, m - 1) * sd / math.sqrt(m) > goal:
+        m += 1
+        if m > most:
+            return None
+    return m
+
+
 def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
     """b - a over the keys (seeds) both have: the interval of the per-key differences, and the keys used."""
     keys = sorted(set(a) & set(b))

@@ -1,7 +1,7 @@
 """Inference engines: a trained model run by eager PyTorch, channels-last, torch.compile, an ONNX export on ONNX
-Runtime, eager under bf16 autocast, or OpenVINO (as deployed: the CPU's default precision, bf16 where the hardware
-has it; forced f32; int8 by NNCF's post-training quantization), each built before it is timed; and one timed pass
-over a set of images."""
+Runtime (fp32, or int8 by its static post-training quantization), eager under bf16 autocast, or OpenVINO (as
+deployed: the CPU's default precision, bf16 where the hardware has it; forced f32; int8 by NNCF's post-training
+quantization), each built before it is timed; and one timed pass over a set of images."""
 
 from __future__ import annotations
 
@@ -15,14 +15,24 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from fmnist.core.checks import integer, number
+from fmnist.core.checks import integer, number, one_of
 from fmnist.core.errors import ConfigError, UserError
 
-ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "bf16", "openvino", "openvino_f32", "openvino_int8")
+ENGINES = (
+    "eager",
+    "channels_last",
+    "compile",
+    "onnxruntime",
+    "onnxruntime_int8",
+    "bf16",
+    "openvino",
+    "openvino_f32",
+    "openvino_int8",
+)
 # engines whose logits differ from fp32's: checked by argmax agreement and test accuracy, not equality (OpenVINO's
 # default precision is bf16 on a CPU with native bf16, f32 elsewhere)
-LOW_PRECISION = ("bf16", "openvino", "openvino_int8")
-INT8 = ("openvino_int8",)  # quantized: they need calibration images
+LOW_PRECISION = ("bf16", "openvino", "openvino_int8", "onnxruntime_int8")
+INT8 = ("openvino_int8", "onnxruntime_int8")  # quantized: they need calibration images
 DEPLOY_EXTRA = "pip install -e '.[deploy]'"  # the extra that brings OpenVINO and NNCF (make setup installs it)
 
 
@@ -91,23 +101,14 @@ def engine_runner(
 
         inductor_config.freezing = True  # constant-fold the weights into the graph, as for deployment
         return torch.compile(model, dynamic=False)
-    if engine == "onnxruntime":  # an inference-mode export: ONNX graph run by ONNX Runtime's CPU kernels
-        import onnxruntime  # heavy, and optional: only for this engine
+    if engine.startswith("onnxruntime"):  # an inference-mode export: ONNX graph run by ONNX Runtime's CPU kernels
+        import onnxruntime  # heavy, and optional: only for these engines
 
         if example.is_cuda:
-            raise UserError("bench.engines: onnxruntime is timed on the CPU only; drop it or set trainer.device=cpu")
-        for name in ("onnxscript", "onnx_ir"):  # their per-pass INFO lines would bury the benchmark's log
-            logging.getLogger(name).setLevel(logging.WARNING)
-        torch.onnx.export(
-            model,
-            (example,),
-            onnx_path,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            dynamo=True,
-            verbose=False,
-        )
+            raise UserError(f"bench.engines: {engine} is timed on the CPU only; drop it or set trainer.device=cpu")
+        _export_onnx(model, example, onnx_path)
+        if engine in INT8:
+            onnx_path = _onnxruntime_int8(onnx_path, calibration)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1  # same threads
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -117,6 +118,50 @@ def engine_runner(
     if engine.startswith("openvino"):
         return _openvino_runner(model, engine, example, calibration)
     raise UserError(f"bench.engines: unknown engine {engine!r}; use some of {', '.join(ENGINES)}")
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, onnx_path: Path) -> None:
+    for name in ("onnxscript", "onnx_ir"):  # their per-pass INFO lines would bury the benchmark's log
+        logging.getLogger(name).setLevel(logging.WARNING)
+    torch.onnx.export(
+        model,
+        (example,),
+        onnx_path,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        verbose=False,
+    )
+
+
+def _onnxruntime_int8(onnx_path: Path, calibration: torch.Tensor) -> Path:
+    """ONNX Runtime's static post-training quantization of the exported graph, beside it: int8 weights per output
+    channel, uint8 activations with ranges calibrated on `calibration` images (MinMax), in the QDQ format that ONNX
+    Runtime fuses into its integer kernels."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):  # one image per sample, as NNCF is fed for openvino_int8
+        def __init__(self):
+            self.images = (calibration[i : i + 1].numpy() for i in range(len(calibration)))
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {"images": image}
+
+    prepared, quantized = onnx_path.with_suffix(".prep.onnx"), onnx_path.with_suffix(".int8.onnx")
+    quant_pre_process(str(onnx_path), str(prepared))  # shape inference and graph folding, as ONNX Runtime advises
+    quantize_static(
+        str(prepared),
+        str(quantized),
+        Images(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return quantized
 
 
 def _bf16(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +229,7 @@ def check_bench(b: DictConfig) -> None:
     number(b.min_agreement_int8, "bench.min_agreement_int8", 0, 1)
     number(b.max_accuracy_drop, "bench.max_accuracy_drop", 0, 1)
     integer(b.calibration, "bench.calibration", 1, 60_000, " (images of the 60 000 training images)")
+    one_of(b.floor, "bench.floor", (True, False))
     if b.deploy is not None and b.deploy not in b.engines:
         raise ConfigError(
             f"bench.deploy={b.deploy}: name one of bench.engines {list(b.engines)}, or null (the fastest)"
