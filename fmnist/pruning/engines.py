@@ -139,8 +139,9 @@ def _onnxruntime_int8(onnx_path: Path, calibration: torch.Tensor) -> Path:
     """ONNX Runtime's static post-training quantization of the exported graph, beside it: int8 weights per output
     channel, uint8 activations with ranges calibrated on `calibration` images (MinMax), in the QDQ format that ONNX
     Runtime fuses into its integer kernels."""
+    # heavy, and needed only by this engine
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # the same: only for this engine
 
     class Images(CalibrationDataReader):  # one image per sample, as NNCF is fed for openvino_int8
         def __init__(self):
