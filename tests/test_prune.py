@@ -189,6 +189,7 @@ def test_bench_times_original_and_pruned_on_each_engine(tmp_path, trained, engin
         "bench.images=3000",
         "trainer.threads=1",
         f"bench.engines=[{engines}]",
+        "bench.emulated=true",  # bf16 timed even where it is emulated: this test is about every engine
         f"hydra.run.dir={tmp_path / 'bench'}",
         lat,
     )
@@ -279,7 +280,13 @@ def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, train
     monkeypatch.setattr(fmnist.bench, "engine_runner", lambda *a: lambda x: real(*a)(x).roll(1, dims=1))
     cfg = compose_cfg(
         tmp_path / "bench",
-        [f"bench.prune_dir={prune_dir}", "bench.images=1000", "trainer.device=cpu", "bench.engines=[bf16]"],
+        [
+            f"bench.prune_dir={prune_dir}",
+            "bench.images=1000",
+            "trainer.device=cpu",
+            "bench.engines=[bf16]",
+            "bench.emulated=true",
+        ],
         config_name="bench",
     )
     with pytest.raises(
@@ -412,12 +419,40 @@ def test_a_missing_engine_package_is_skipped_with_one_line(tmp_path, trained, mo
     assert not (tmp_path / "bench2").exists()
 
 
+def test_emulated_bf16_is_skipped_with_one_line_unless_asked(tmp_path, trained, monkeypatch, caplog):
+    import fmnist.bench
+
+    prune_dir = tmp_path / "prune"
+    _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
+    monkeypatch.setattr(fmnist.bench, "cpu_flags", lambda: {"avx2", "fma"})  # a CPU without native bf16
+    overrides = [
+        f"bench.prune_dir={prune_dir}",
+        "bench.images=1000",
+        "bench.repeats=1",
+        "bench.max_repeats=1",
+        "bench.floor=false",
+        "trainer.device=cpu",
+        "bench.engines=[eager,bf16]",
+    ]
+    cfg = compose_cfg(tmp_path / "bench", overrides, config_name="bench")
+    result = fmnist.bench.bench(cfg, tmp_path / "bench")
+    why = "emulated on this CPU (no amx_bf16 or avx512_bf16): bench.emulated=true times it anyway"
+    assert result["engines"] == ["eager"] and result["skipped"] == {"bf16": why}
+    assert f"engine bf16 skipped: {why}" in caplog.text and result["ceiling"] is None and "floor" not in result
+    cfg = compose_cfg(tmp_path / "b2", [*overrides, "bench.emulated=true"], config_name="bench")
+    assert fmnist.bench.bench(cfg, tmp_path / "b2")["engines"] == ["eager", "bf16"]  # asked for: timed
+    monkeypatch.setattr(fmnist.bench, "cpu_flags", lambda: {"avx2", "avx512_bf16"})  # native: timed by default
+    cfg = compose_cfg(tmp_path / "b3", overrides, config_name="bench")
+    assert fmnist.bench.bench(cfg, tmp_path / "b3")["engines"] == ["eager", "bf16"]
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
         ("bench.calibration=0", r"bench.calibration=0 must be a whole number in \[1, 60000\]"),
         ("bench.calibration=70000", r"bench.calibration=70000 must be a whole number in \[1, 60000\]"),
         ("bench.deploy=openvino", r"bench.deploy=openvino: name one of bench.engines"),
+        ("bench.floor=maybe", r"bench.floor='maybe': use one of True, False"),
     ],
 )
 def test_bench_refuses_a_bad_calibration_or_deploy_engine(tmp_path, override, message):

@@ -231,6 +231,7 @@ def check_bench(b: DictConfig) -> None:
     number(b.max_accuracy_drop, "bench.max_accuracy_drop", 0, 1)
     integer(b.calibration, "bench.calibration", 1, 60_000, " (images of the 60 000 training images)")
     one_of(b.floor, "bench.floor", (True, False))
+    one_of(b.emulated, "bench.emulated", (True, False))
     if b.deploy is not None and b.deploy not in b.engines:
         raise ConfigError(
             f"bench.deploy={b.deploy}: name one of bench.engines {list(b.engines)}, or null (the fastest)"
