@@ -18,7 +18,7 @@ from fmnist.core.errors import UserError, one_line_errors
 from fmnist.core.flops import layer_counts, totals
 from fmnist.core.machine import cpu_flags, cpu_name, cpu_runtime, heap_kept, resolve_device
 from fmnist.core.model import WIDTHS, build, layers, widths
-from fmnist.core.precision import NATIVE_BF16
+from fmnist.core.precision import native_bf16
 from fmnist.core.stats import ratio, rounds_for
 from fmnist.core.study import PUBLISHED
 from fmnist.pruning.engines import (
@@ -36,6 +36,7 @@ from fmnist.pruning.latency import LatencyTable, check_latency, measure, table_p
 from fmnist.training.loop import evaluate
 
 log = logging.getLogger(__name__)
+MODELS = ("original", "pruned")  # what is compared; the floor network, where timed, only bounds their speedup
 
 
 def resolve_models(b: DictConfig, prune_root: Path) -> tuple[Path, Path, Path | None]:
@@ -53,7 +54,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     for e, why in skipped.items():
         log.warning("engine %s skipped: %s", e, why)
     device = resolve_device(cfg.trainer.device)
-    if "bf16" in b.engines and device.type == "cpu" and not b.emulated and not cpu_flags() & set(NATIVE_BF16):
+    if "bf16" in b.engines and device.type == "cpu" and not b.emulated and not native_bf16(cpu_flags()):
         # autocast emulates bf16 on such a CPU, ~15x slower than fp32 (2.0 vs 0.14 s per batch on an AVX2 EPYC):
         # timing it would take most of an hour and say nothing about a deployment
         skipped["bf16"] = "emulated on this CPU (no amx_bf16 or avx512_bf16): bench.emulated=true times it anyway"
@@ -74,7 +75,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
     test_x, test_y = normalize(test_x, cfg.data.mean, cfg.data.std, device), test_y.to(device)  # read once
     out_dir.mkdir(parents=True, exist_ok=True)
     entries, runners = {}, {}
-    paths = {"original": original_path, "pruned": pruned_path}
+    paths = dict(zip(MODELS, (original_path, pruned_path), strict=True))
     models = {name: checkpoint.load_model(path)[0] for name, path in paths.items()}
     if b.floor:  # what bounds pruning on each engine: the narrowest network of these kernels, one unit per layer
         torch.manual_seed(0)  # untrained: only its time is used, never its predictions
@@ -121,7 +122,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
                 )
             entries[name]["max_abs_logit_diff"][e] = diff
     tabled = _tabled(cfg, b)
-    layer_sums = {(name, e): [] for name in ("original", "pruned") for e in tabled}  # ms per batch, one per timed round
+    layer_sums = {(name, e): [] for name in MODELS for e in tabled}  # ms per batch, one per timed round
     rounds, intervals, reached = 0, {}, False
     for r in range(b.warmup + b.max_repeats):  # interleaved, so drift on a shared machine hits every engine alike
         for (name, e), run in runners.items():
@@ -177,9 +178,7 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         "rounds": rounds,
         "interval_reached": reached,
         # for each speedup still wider than ±halfwidth: the rounds it would take at its measured spread
-        "rounds_needed": {k: rounds_for(i, b.halfwidth) for k, i in intervals.items() if not reached and i["low"]}
-        if not reached
-        else {},
+        "rounds_needed": {} if reached else {k: rounds_for(i, b.halfwidth) for k, i in intervals.items()},
         "flops_ratio": orig["study_flops"] / pruned["study_flops"],
         "macs_ratio": orig["macs"] / pruned["macs"],
         "images": len(x),
@@ -202,8 +201,7 @@ def speedup_intervals(entries: dict, engines: list[str]) -> dict:
     """Each engine's speedup, and each model on its fastest engine's ("fastest"), over the rounds timed so far."""
     orig, pruned = entries["original"]["seconds_all"], entries["pruned"]["seconds_all"]
     fastest = {
-        name: min(engines, key=lambda e, s=entries[name]["seconds_all"]: statistics.median(s[e]))
-        for name in ("original", "pruned")
+        name: min(engines, key=lambda e, s=entries[name]["seconds_all"]: statistics.median(s[e])) for name in MODELS
     }
     out = {e: ratio(orig[e], pruned[e]) for e in engines}
     out["fastest"] = ratio(orig[fastest["original"]], pruned[fastest["pruned"]])
@@ -270,7 +268,7 @@ def predict(tabled: dict, entries: dict, layer_sums: dict, b: DictConfig, images
     for engine, lat in tabled.items():
         table = LatencyTable.open(lat, torch.get_num_threads())
         out[engine] = {}
-        for name in ("original", "pruned"):  # not the floor network: its layers are not timed in the rounds
+        for name in MODELS:  # not the floor network: its layers are not timed in the rounds
             entry = entries[name]
             seconds = table.model_ms(entry["arch"]) * batches / 1000
             now = statistics.median(layer_sums[name, engine]) * batches / 1000

@@ -51,6 +51,11 @@ def resolve(
     return {"requested": name, "used": used, "why": why, "step_ms": ms}
 
 
+def native_bf16(flags: set[str]) -> list[str]:
+    """The CPU flags among `flags` that say it computes bf16 in hardware; none: autocast emulates bf16, slower."""
+    return sorted(set(NATIVE_BF16) & flags)
+
+
 def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[str, str]:
     if name == "fp16" and device.type != "cuda":
         raise UserError(
@@ -67,7 +72,7 @@ def _choose(name: str, device: torch.device, flags: set[str] | None) -> tuple[st
     if device.type == "cuda":
         return "bf16", "auto: a CUDA GPU with bf16"
     if device.type == "cpu":
-        native = sorted(set(NATIVE_BF16) & (cpu_flags() if flags is None else flags))
+        native = native_bf16(cpu_flags() if flags is None else flags)
         if native:
             return "measure", f"auto: the CPU computes bf16 natively ({', '.join(native)})"
         return (
