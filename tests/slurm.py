@@ -182,9 +182,10 @@ StorageLoc=slurm_acct_db
         if "fmnist" not in self._sh("sacctmgr", "-n", "list", "cluster", "format=cluster").stdout:
             self._sh("sacctmgr", "-i", "add", "cluster", "fmnist")
 
-    def cancel_run(self, folder: Path, storage: str | None = None) -> str:
+    def cancel_run(self, folder: Path, storage: str | None = None, signal: str | None = None) -> str:
         """scancel the SLURM job that trains the run in `folder`: a job-array worker's task (its trial's record in
-        `storage`), or else a submitit job (its id in the run's Hydra config). Returns the job id."""
+        `storage`), or else a submitit job (its id in the run's Hydra config); with `signal`, only send it that signal
+        (to its steps, where SLURM sends its own). Returns the job id."""
         if storage:
             from fmnist.search import liveness
             from fmnist.search.storage import open_storage
@@ -193,7 +194,7 @@ StorageLoc=slurm_acct_db
             job = study.trials[int(folder.name)].system_attrs[liveness.SLURM_TASK]
         else:
             job = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.id
-        self._sh("scancel", job)
+        self._sh("scancel", *([f"--signal={signal}"] if signal else []), job)
         return job
 
     def pid(self, daemon: str) -> int | None:

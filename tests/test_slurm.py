@@ -184,20 +184,32 @@ def test_submitit_sweep_survives_a_cancelled_job(cluster, tmp_path, data_root):
 
 
 @needs_slurm
-@pytest.mark.slow  # a job that reaches SLURM's time limit: about two minutes
+@pytest.mark.slow  # a job given SLURM's time-limit warning mid-trial: about a minute
 def test_submitit_job_at_its_time_limit_runs_again_from_last_pt(cluster, tmp_path, data_root):
     sweep = tmp_path / "s"
-    # a minute's limit, and submitit's warning signal 30 s before it: each job trains a few epochs, then ends
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "trainer.max_epochs=8"]
+    # SLURM may send the warning signal "up to 60 seconds earlier than specified" (sbatch --signal): under a one-minute
+    # limit it came before Python had installed submitit's handler (CI: the job FAILED at 21 s, its three reruns were
+    # signalled 15-30 s in and none finished). So the limit here is long enough that SLURM's own signal never comes,
+    # and the test sends that same signal to the job's steps once the run has an epoch behind it. Under 10 minutes
+    # submitit counts any USR2 as the time limit (its guaranteed walltime, min(0.8 T, T - 10 min), is 0).
+    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=30", "trainer.max_epochs=8"]
     cmd = sweep_cmd(sweep, *FOUR, *SLURM, *limit, "hydra.sweeper.n_trials=1")
-    run_cli(*cmd, env=cluster.env, timeout=900)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
+    )
+    cut = first_run_after_one_epoch(sweep)
+    job = cluster.cancel_run(cut, signal="USR2")
+    assert proc.wait(timeout=600) == 0
+    # the job asked SLURM for that signal before its limit: the sbatch script submitit wrote for it
+    script = next(sweep.rglob(f"{job}_submission.sh")).read_text()
+    assert "#SBATCH --signal=USR2@30" in script and "#SBATCH --time=10" in script
     rows = read_rows(sweep / "summary.csv")
     done = [r for r in rows if r["state"] == "COMPLETE"]
     timed_out = [r for r in rows if r["state"] == "FAIL"]
-    assert len(done) == 1 and timed_out and all("reached its time limit" in r["reason"] for r in timed_out)
-    # a job cut before its first epoch leaves no last.pt and its rerun starts afresh; a later cut one is continued
-    assert _epochs(Path(done[0]["run_dir"])) == list(range(1, 9))
-    assert len([p for p in sweep.glob("[0-9]*") if p.is_dir()]) < len(rows)  # a rerun continued in another's folder
+    assert len(done) == 1 and len(timed_out) == 1
+    assert f"SLURM job {job} reached its time limit" in timed_out[0]["reason"]
+    # the rerun continued the cut run from its last.pt, in its folder: no epoch trained twice
+    assert Path(done[0]["run_dir"]) == cut.resolve() and _epochs(cut) == list(range(1, 9))
 
 
 @needs_slurm
