@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from fmnist.core import checkpoint
+from fmnist.core import checkpoint, runs
 from fmnist.core.errors import ConfigError
 from fmnist.train import main, metric_value
 from fmnist.training.run import train
@@ -91,6 +91,22 @@ def test_killed_run_resumes_to_the_same_metrics(two_epochs, tmp_path):
     assert (
         resumed["best"] == uninterrupted["best"] and resumed["last"]["test_loss"] == uninterrupted["last"]["test_loss"]
     )
+
+
+def test_a_run_whose_folder_is_taken_over_stops_before_writing(tmp_path, data_root):
+    """A sweep reruns a trial it found dead in that trial's folder; if the old run is alive after all, the later claim
+    wins: the old run stops at its next write, and the two never interleave one folder's checkpoints and metrics."""
+
+    def rerun_claims(epoch, row):  # after epoch 1 another process claims the folder, as a rerun's train() does
+        runs.claim(tmp_path)
+
+    with pytest.raises(runs.FolderTaken, match="was taken over by .*: this run stops without writing"):
+        train(small_cfg(tmp_path, "trainer.max_epochs=3", THREADS), should_stop=rerun_claims)
+    assert [int(r["epoch"]) for r in read_rows(tmp_path / "metrics.csv")] == [1]  # epoch 2 was not written
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not (tmp_path / "summary.json").exists()
+    resumed = train(small_cfg(tmp_path, "trainer.max_epochs=3", THREADS))  # the rerun continues from last.pt
+    assert [int(r["epoch"]) for r in read_rows(tmp_path / "metrics.csv")] == [1, 2, 3] and resumed["epochs_run"] == 3
 
 
 def test_resume_refuses_another_architecture(two_epochs, tmp_path):

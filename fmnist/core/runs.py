@@ -18,7 +18,9 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
+import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +54,34 @@ def atomic(path: str | Path, mode: str = "w"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+WRITER = ".writer"  # a training run folder's one writer: the token of the process that claimed it last
+
+
+class FolderTaken(UserError):
+    """Another process claimed this run folder after this one: this one stops without writing."""
+
+
+def claim(folder: str | Path) -> str:
+    """Make this process the one writer of a run folder; the latest claim wins. A sweep reruns a trial it found dead
+    in that trial's folder, from its last.pt; if the "dead" run is alive after all (its worker cut off from the
+    database, or paused), both would write the folder's checkpoints and metrics.csv in turn. With a claim, the earlier
+    run finds the token changed at its next write (`check_claim`) and stops there."""
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    write_text(token, Path(folder) / WRITER)
+    return token
+
+
+def check_claim(folder: str | Path, token: str) -> None:
+    """Raise FolderTaken unless this process's claim on `folder` still stands."""
+    path = Path(folder) / WRITER
+    holder = path.read_text() if path.exists() else None
+    if holder != token:
+        raise FolderTaken(
+            f"{folder} was taken over by {holder or 'a process that removed its claim'} (a rerun of this trial, or a "
+            "second run in the same hydra.run.dir): this run stops without writing; the other one continues there"
+        )
 
 
 def write_text(text: str, path: str | Path) -> Path:

@@ -51,6 +51,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
     precision = resolve_precision(cfg.trainer.precision, device, timing=timing)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    claim = runs.claim(out_dir)  # before last.pt is read: a run still writing here stops at its next epoch
     ckpt_dir = out_dir / "checkpoints"
     optimizer = loop.build_optimizer(cfg.optimizer, model)
     shuffle = torch.Generator().manual_seed(cfg.trainer.seed)  # batch order, saved for resume
@@ -157,6 +158,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                 precision,
                 grad_scaler,
             )
+            runs.check_claim(out_dir, claim)
             checkpoint.save(state, last_path)
             if improved:
                 checkpoint.save(state, ckpt_dir / "best.pt")
@@ -193,6 +195,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             "multirun": HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        runs.check_claim(out_dir, claim)
         runs.write_summary("train", summary, out_dir)
         if run:
             if best:
