@@ -193,7 +193,7 @@ def test_submitit_job_at_its_time_limit_runs_again_from_last_pt(cluster, tmp_pat
     # and the test sends that same signal to the job's steps once the run has an epoch behind it. Under 10 minutes
     # submitit counts any USR2 as the time limit (its guaranteed walltime, min(0.8 T, T - 10 min), is 0).
     limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=30", "trainer.max_epochs=8"]
-    cmd = sweep_cmd(sweep, *FOUR, *SLURM, *limit, "hydra.sweeper.n_trials=1")
+    cmd = sweep_cmd(sweep, *FOUR, *SLURM, *limit, "hydra.sweeper.n_trials=1", "+hydra.sweep.mode=750")
     proc = subprocess.Popen(
         [sys.executable, "-m", *cmd], env={**cluster.env, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE, text=True
     )
@@ -203,6 +203,7 @@ def test_submitit_job_at_its_time_limit_runs_again_from_last_pt(cluster, tmp_pat
     # the job asked SLURM for that signal before its limit: the sbatch script submitit wrote for it
     script = next(sweep.rglob(f"{job}_submission.sh")).read_text()
     assert "#SBATCH --signal=USR2@30" in script and "#SBATCH --time=10" in script
+    assert sweep.stat().st_mode & 0o777 == 0o750  # hydra.sweep.mode, as the plugin's own launch sets it
     rows = read_rows(sweep / "summary.csv")
     done = [r for r in rows if r["state"] == "COMPLETE"]
     timed_out = [r for r in rows if r["state"] == "FAIL"]

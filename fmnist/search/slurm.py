@@ -86,7 +86,10 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in launcher.config.hydra.sweep:  # as the plugin does: a shared cluster's sweeps may need group access
+        sweep_dir.chmod(int(str(launcher.config.hydra.sweep.mode), 8))
     job_params = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
