@@ -4,7 +4,9 @@ depends on, so latency tables and benches record it)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import socket
 from pathlib import Path
 
 import torch
@@ -87,3 +89,10 @@ def cpu_name() -> str:
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (avx2, avx512_bf16, amx_bf16, ...); empty where /proc/cpuinfo is missing."""
     return set((_cpuinfo("flags") or "").split())
+
+
+HOST_ENV = "FMNIST_HOST"  # overrides the host name in worker ids and run-folder claims: e.g. containers sharing one
+
+
+def host() -> str:
+    return os.environ.get(HOST_ENV) or socket.gethostname()

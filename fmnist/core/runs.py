@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fmnist.core import machine
 from fmnist.core.errors import UserError
 
 # the columns of every training run's metrics.csv (per epoch) and of its best epoch in summary.json
@@ -68,7 +68,7 @@ def claim(folder: str | Path) -> str:
     in that trial's folder, from its last.pt; if the "dead" run is alive after all (its worker cut off from the
     database, or paused), both would write the folder's checkpoints and metrics.csv in turn. With a claim, the earlier
     run finds the token changed at its next write (`check_claim`) and stops there."""
-    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    token = f"{machine.host()}:{os.getpid()}:{uuid.uuid4().hex}"
     write_text(token, Path(folder) / WRITER)
     return token
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from fmnist.core.machine import host
 from fmnist.search import optuna_glue
 from fmnist.search.trials import STALE, reruns
 
@@ -33,15 +33,10 @@ log = logging.getLogger(__name__)
 WORKER = "fmnist:worker"  # trial system attr: host:pid:process start of the worker that asked it
 STALE_RETRIES = 3  # a configuration whose trial went stale this often counts as a failed trial (it may kill its host)
 SLURM_TASK = "fmnist:slurm_task"  # trial system attr: the SLURM array task (or job) its worker ran in
-HOST_ENV = "FMNIST_HOST"  # overrides the host name in worker ids: e.g. two containers that share a host name
 
 
 def retry_callback():
     return RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES)
-
-
-def host() -> str:
-    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 def _proc_start(pid: int) -> str | None:
