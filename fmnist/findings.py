@@ -108,7 +108,8 @@ def collect(f: DictConfig, named: dict[str, dict]) -> int:
             path = record_path(results, name, int(run_dir.name.removeprefix("seed")))
             if path.exists() or not runs.summary_of(run_dir, "train"):
                 continue  # recorded already, or cut or still running
-            runs.write_json({"setting": name, **record(run_dir), "cpu": cpu_name()}, path)
+            run = record(run_dir)
+            runs.write_json({"setting": name, **run, "cpu": run["cpu"] or cpu_name()}, path)
             new += 1
     return new
 
@@ -151,7 +152,10 @@ def findings(cfg: DictConfig) -> dict:
         "runs": len(records),
         "diverged": sum(r["status"] == "diverged" for r in records),
         "seconds_trained": sum(r["seconds"] or 0 for r in records),
-        "cpus": sorted({r.get("cpu") for r in records}),
+        "seconds_by_cpu": {
+            cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
+            for cpu in sorted({r.get("cpu") for r in records})
+        },
         "precisions": sorted({r["precision"] for r in records}),
         "margin": f.margin,
         "wall_seconds": time.perf_counter() - started,
@@ -214,7 +218,8 @@ def markdown(result: dict, f: DictConfig) -> str:
     base = ", ".join(f"{k}={'null' if v is None else v}" for k, v in f.base.items())
     trained = (
         f"{result['runs']} runs recorded ({result['diverged']} diverged), {result['seconds_trained'] / 3600:.1f} "
-        f"hours of training on {', '.join(result['cpus'])} ({', '.join(result['precisions'])})"
+        f"hours of training ({', '.join(result['precisions'])}), by the CPU that ran each: "
+        + ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in result["seconds_by_cpu"].items())
         if result["runs"]
         else "no run recorded yet"
     )

@@ -50,7 +50,7 @@ def test_importances_of_a_pruned_search_at_the_deepest_epoch_most_trials_reached
     assert few["trials"] == 5 and few["target"].startswith("validation accuracy at epoch 3")
 
 
-def _run(folder, seed, val, status="completed", start=None, epochs=6, **config):
+def _run(folder, seed, val, status="completed", start=None, epochs=6, cpu=None, **config):
     """A training run's summary.json and metrics.csv: validation accuracy rising linearly from `start` to `val` over
     `epochs` (a diverged run: two epochs at `val`, near chance)."""
     cfg = {
@@ -83,6 +83,7 @@ def _run(folder, seed, val, status="completed", start=None, epochs=6, **config):
             "config": cfg,
             "device": "cpu",
             "precision": {"used": "fp32"},
+            **({"cpu": cpu} if cpu else {}),
         },
         folder,
     )
@@ -163,6 +164,22 @@ def test_equivalence_holds_fails_or_stays_open():
     assert equivalence([0.001], 0.005)["verdict"] is None  # one seed: no test
 
 
+def test_a_record_names_the_cpu_that_ran_the_run(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from fmnist.core.machine import cpu_name
+    from fmnist.findings import collect
+
+    f = OmegaConf.create({"out": str(tmp_path / "out"), "results": str(tmp_path / "results")})
+    _run(tmp_path / "out" / "base" / "seed0", 0, 0.9, cpu="AMD EPYC (family 23 model 1)")  # trained on another CPU
+    _run(tmp_path / "out" / "base" / "seed1", 1, 0.9)  # a summary from before summaries named their CPU
+    assert collect(f, {"base": {}}) == 2 and collect(f, {"base": {}}) == 0  # each recorded once
+    cpus = [json.loads((tmp_path / "results" / "runs" / "base" / f"seed{s}.json").read_text())["cpu"] for s in (0, 1)]
+    assert cpus == ["AMD EPYC (family 23 model 1)", cpu_name()]
+
+
 def _findings_cfg(tmp_path, *overrides):
     from omegaconf import open_dict
 
@@ -191,6 +208,7 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
     import shutil
 
+    from fmnist.core.machine import cpu_name
     from fmnist.findings import findings
 
     result = findings(_findings_cfg(tmp_path))
@@ -201,6 +219,7 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
     ]
     first = json.loads(records[0].read_text())
     assert first["status"] == "completed" and [row["epoch"] for row in first["curve"]] == [1, 2]
+    assert first["cpu"] == cpu_name()  # from the run's summary
     assert first["config"]["data.subset"] == 3000 and first["config"]["model.conv1_channels"] == 12  # the medium
     (never, slower) = result["claims"]
     assert never["claim"] == "learning rate 0.1 does not learn" and never["verdict"] in ("not settled", "does not hold")

@@ -1,4 +1,4 @@
-"""The process's CPU settings (fmnist.core.machine.cpu_runtime): glibc keeps freed activations on the heap."""
+"""The process's machine (fmnist.core.machine): glibc keeps freed activations on the heap; the CPU's name says which."""
 
 import platform
 import subprocess
@@ -31,3 +31,21 @@ def test_keep_heap_stops_page_faulting_each_allocation_anew():
     # by default every allocation faults its pages in again; kept, the heap grows a few times while its free space
     # settles (1-3 allocations' pages seen), then every allocation reuses pages already in
     assert 4 * on <= off, (on, off)
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, name",
+    [
+        # a VM's EPYC without its model number: Zen 1 and Zen 3 told apart by family and model
+        ("model name\t: AMD EPYC\ncpu family\t: 23\nmodel\t\t: 1\n", "AMD EPYC (family 23 model 1)"),
+        ("cpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n", "AMD EPYC (family 25 model 1)"),
+        # a name with its model number says it already
+        ("model name\t: Intel(R) Xeon(R) Platinum 8481C CPU\ncpu family\t: 6\nmodel\t\t: 143\n", None),
+    ],
+)
+def test_cpu_name_tells_generations_apart_where_the_name_does_not(tmp_path, monkeypatch, cpuinfo, name):
+    from fmnist.core import machine
+
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(machine, "CPUINFO", tmp_path / "cpuinfo")
+    assert machine.cpu_name() == (name or "Intel(R) Xeon(R) Platinum 8481C CPU")

@@ -141,6 +141,7 @@ def record(run_dir: Path) -> dict:
         "config": group_key(summary),
         "precision": used_precision(summary),
         "seconds": summary.get("wall_seconds"),
+        "cpu": summary.get("cpu"),  # None for a run trained before the summary named its CPU
     }
 
 

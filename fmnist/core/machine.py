@@ -71,10 +71,13 @@ def cpu_runtime(trainer: DictConfig) -> None:
         keep_heap()
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
 def _cpuinfo(field: str) -> str | None:
     """The first `field` line of /proc/cpuinfo (Linux), or None."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPUINFO.read_text().splitlines():
             if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -83,7 +86,13 @@ def _cpuinfo(field: str) -> str | None:
 
 
 def cpu_name() -> str:
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
+    """The CPU's model name; where a VM hides the model number ("AMD EPYC" names Zen 1 to Zen 4), its x86 family and
+    model too, so timings from different generations are not filed under one name."""
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model\t")  # "model\t\t: 1", not "model name"
+    if family and model and not any(ch.isdigit() for ch in name):
+        name = f"{name} (family {family} model {model})"
+    return name
 
 
 def cpu_flags() -> set[str]:

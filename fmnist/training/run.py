@@ -20,7 +20,7 @@ from fmnist.core import checkpoint, runs
 from fmnist.core.checks import check
 from fmnist.core.data import load_splits
 from fmnist.core.errors import UserError
-from fmnist.core.machine import cpu_runtime, resolve_device
+from fmnist.core.machine import cpu_name, cpu_runtime, resolve_device
 from fmnist.core.model import n_params
 from fmnist.core.precision import resolve as resolve_precision
 from fmnist.core.precision import scaler
@@ -190,6 +190,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
             "params": n_params(model),
             "wall_seconds": wall_before + time.perf_counter() - started,
             "device": str(device),
+            "cpu": cpu_name(),  # the machine that ran its last epochs (a resumed run may have started elsewhere)
             "precision": precision,  # requested, used and why (trainer.precision=auto decides per machine)
             "best_checkpoint": str((ckpt_dir / "best.pt").resolve()) if best else None,
             "multirun": HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
