@@ -147,15 +147,16 @@ def findings(cfg: DictConfig) -> dict:
         train(f, named, names, range(f.more_seeds))
         records = recorded(f)
         judged = verdicts(records, by_factor, f.margin)
+    by_cpu = {
+        cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
+        for cpu in sorted({r.get("cpu") for r in records})
+    }
     result = {
         "claims": judged,
         "runs": len(records),
         "diverged": sum(r["status"] == "diverged" for r in records),
-        "seconds_trained": sum(r["seconds"] or 0 for r in records),
-        "seconds_by_cpu": {
-            cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
-            for cpu in sorted({r.get("cpu") for r in records})
-        },
+        "seconds_trained": sum(by_cpu.values()),
+        "seconds_by_cpu": by_cpu,
         "precisions": sorted({r["precision"] for r in records}),
         "margin": f.margin,
         "wall_seconds": time.perf_counter() - started,

@@ -74,22 +74,23 @@ def cpu_runtime(trainer: DictConfig) -> None:
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def _cpuinfo(field: str) -> str | None:
-    """The first `field` line of /proc/cpuinfo (Linux), or None."""
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (Linux: "model name", "cpu family", "model", "flags", ...); empty
+    where it is missing."""
     try:
-        for line in CPUINFO.read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
+        block = CPUINFO.read_text().split("\n\n", 1)[0]
     except OSError:
-        pass
-    return None
+        return {}
+    fields = (line.partition(":") for line in block.splitlines())
+    return {key.strip(): value.strip() for key, colon, value in fields if colon}
 
 
 def cpu_name() -> str:
     """The CPU's model name; where a VM hides the model number ("AMD EPYC" names Zen 1 to Zen 4), its x86 family and
     model too, so timings from different generations are not filed under one name."""
-    name = _cpuinfo("model name") or platform.processor() or platform.machine()
-    family, model = _cpuinfo("cpu family"), _cpuinfo("model\t")  # "model\t\t: 1", not "model name"
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    family, model = info.get("cpu family"), info.get("model")
     if family and model and not any(ch.isdigit() for ch in name):
         name = f"{name} (family {family} model {model})"
     return name
@@ -97,7 +98,7 @@ def cpu_name() -> str:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (avx2, avx512_bf16, amx_bf16, ...); empty where /proc/cpuinfo is missing."""
-    return set((_cpuinfo("flags") or "").split())
+    return set(_cpuinfo().get("flags", "").split())
 
 
 HOST_ENV = "FMNIST_HOST"  # overrides the host name in worker ids and run-folder claims: e.g. containers sharing one
