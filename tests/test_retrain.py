@@ -164,3 +164,34 @@ def test_finishing_refuses_what_it_cannot_do(tmp_path, capsys):
             main([str(tmp_path), "--out", str(tmp_path / "out"), *argv])
         assert says in str(e.value) and str(e.value).startswith("error: ")
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_two_commands_launching_jobs_on_one_folder_keep_their_own_jobs(tmp_path, monkeypatch):
+    # Hydra reads a job's config only when that job starts: a second findings/retrain command on the same out, started
+    # while the first's multirun runs, must not swap the first's job files (it once did: one folder per name)
+    from fmnist.training import jobs
+
+    seen, started = [], []
+
+    def multirun(cmd):
+        searchpath = Path(
+            next(a for a in cmd if a.startswith("hydra.searchpath="))[len("hydra.searchpath=['file://") : -2]
+        )
+        if not started:  # the first command's multirun is running: the second command launches its own
+            started.append(cmd)
+            jobs.launch([("b/seed0", ["trainer.seed=7"])], tmp_path, 1, [], name="findings")
+        seen.append({p.name: p.read_text() for p in sorted((searchpath / "findings").glob("job*.yaml"))})
+
+    monkeypatch.setattr(jobs.subprocess, "run", multirun)
+    outcomes = jobs.launch(
+        [("a/seed0", ["trainer.seed=0"]), ("a/seed1", ["trainer.seed=1"])], tmp_path, 2, [], name="findings"
+    )
+    second, first = seen  # the inner (second) command's multirun ended first
+    assert (
+        list(first) == ["job0.yaml", "job1.yaml"]
+        and "seed: 0" in first["job0.yaml"]
+        and "a/seed1" in first["job1.yaml"]
+    )
+    assert list(second) == ["job0.yaml"] and "seed: 7" in second["job0.yaml"]
+    assert outcomes["a/seed0"].startswith("failed")  # nothing trained (the multirun was a stand-in): no summary
+    assert list((tmp_path / ".jobs").iterdir()) == []  # each command's job folder is gone once its multirun ends

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -20,35 +21,45 @@ def launch(
     `fmnist.train` through Hydra's joblib launcher, n_jobs at a time, in the order given; each job's outcome.
 
     The jobs differ in several keys at once, which no sweep's product of values expresses: each becomes a config of
-    its own, out/.jobs/<name>/jobN.yaml (its overrides and its run folder as hydra.sweep.subdir), and the multirun
-    sweeps that one group. A finished run is not launched again (its summary.json says how it ended); a cut one
-    resumes from its last.pt."""
+    its own, out/.jobs/<invocation>/<name>/jobN.yaml (its overrides and its run folder as hydra.sweep.subdir), and the
+    multirun sweeps that one group. A finished run is not launched again (its summary.json says how it ended); a cut
+    one resumes from its last.pt."""
     todo = [(sub, o) for sub, o in jobs if not runs.summary_of(out / sub, "train")]
-    group = out / ".jobs" / name
-    shutil.rmtree(group, ignore_errors=True)  # a stale job of an earlier invocation must not run
-    for i, (sub, job_overrides) in enumerate(todo):
-        node = OmegaConf.from_dotlist(job_overrides)
-        node.hydra = {"sweep": {"subdir": sub}}
-        runs.write_text(f"# @package _global_\n{OmegaConf.to_yaml(node)}", group / f"job{i}.yaml")
     if todo:
-        cmd = [
-            sys.executable,
-            "-m",
-            "fmnist.train",
-            "--multirun",
-            "~hparams_search",
-            "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={n_jobs}",
-            f"hydra.searchpath=['file://{group.parent.resolve()}']",
-            f"hydra.sweep.dir={out}",
-            f"+{name}=" + ",".join(f"job{i}" for i in range(len(todo))),
-            *extra,
-        ]
-        # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
-        subprocess.run(cmd)
+        (out / ".jobs").mkdir(parents=True, exist_ok=True)
+        # a folder of this invocation's own: Hydra reads each job's config only when that job starts, so a shared
+        # one let a second command on the same out (a second findings or retrain) swap the first's jobs under it
+        searchpath = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out / ".jobs"))
+        try:
+            _multirun(todo, searchpath, name, out, n_jobs, extra)
+        finally:
+            shutil.rmtree(searchpath, ignore_errors=True)
     outcomes, launched = {}, {sub for sub, _ in todo}
     for sub, _ in jobs:
         summary = runs.summary_of(out / sub, "train")
         status = f"{summary['status']}{'' if sub in launched else ' earlier'}" if summary else "failed"
         outcomes[sub] = status if summary else f"{status} (see {out / sub / 'train.log'})"
     return outcomes
+
+
+def _multirun(todo: list[tuple[str, list[str]]], searchpath: Path, name: str, out: Path, n_jobs: int, extra: list[str]):
+    """Each job as searchpath/<name>/jobN.yaml, then one `fmnist.train --multirun` over that group."""
+    for i, (sub, job_overrides) in enumerate(todo):
+        node = OmegaConf.from_dotlist(job_overrides)
+        node.hydra = {"sweep": {"subdir": sub}}
+        runs.write_text(f"# @package _global_\n{OmegaConf.to_yaml(node)}", searchpath / name / f"job{i}.yaml")
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist.train",
+        "--multirun",
+        "~hparams_search",
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={n_jobs}",
+        f"hydra.searchpath=['file://{searchpath.resolve()}']",
+        f"hydra.sweep.dir={out}",
+        f"+{name}=" + ",".join(f"job{i}" for i in range(len(todo))),
+        *extra,
+    ]
+    # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
+    subprocess.run(cmd)
