@@ -134,16 +134,19 @@ def findings(cfg: DictConfig) -> dict:
     train(f, named, list(named), range(f.seeds))
     records = recorded(f)
     judged = verdicts(records, by_factor, f.margin)
-    # more seeds only where a verdict is still open on every first seed (not where runs are merely missing)
+    # more seeds only for the settings an open claim compares, once each has every first seed (not where runs are
+    # merely missing); a claim settled on the first seeds is not given more runs (its verdict would move with them)
     done = {r["setting"] for r in records if r["seed"] == f.seeds - 1}
-    open_keys = {
-        c["key"]
-        for c in judged
-        if c["verdict"] == "not settled" and {by_factor[c["key"]][v] for v in _compared(c["key"], by_factor)} <= done
-    }
-    if f.train and open_keys and f.more_seeds > f.seeds:
-        names = sorted({by_factor[k][v] for k in open_keys for v in _compared(k, by_factor)})
-        log.info("findings: %s not settled after %d seeds: seeds up to %d", sorted(open_keys), f.seeds, f.more_seeds)
+    open_claims = [c for c in judged if c["verdict"] == "not settled" and set(_compared(c, by_factor)) <= done]
+    if f.train and open_claims and f.more_seeds > f.seeds:
+        names = sorted({name for c in open_claims for name in _compared(c, by_factor)})
+        log.info(
+            "findings: not settled after %d seeds: %s; seeds up to %d for %s",
+            f.seeds,
+            "; ".join(c["claim"] for c in open_claims),
+            f.more_seeds,
+            ", ".join(names),
+        )
         train(f, named, names, range(f.more_seeds))
         records = recorded(f)
         judged = verdicts(records, by_factor, f.margin)
@@ -167,10 +170,10 @@ def findings(cfg: DictConfig) -> dict:
     return result
 
 
-def _compared(key: str, by_factor: dict) -> list:
-    """The values of the factor `key` that its claims compare."""
-    values = {v for _, k, _, vs in CLAIMS if k == key for v in vs}
-    return [v for v in by_factor[key] if v in values]
+def _compared(claim: dict, by_factor: dict) -> list[str]:
+    """The settings a judged claim compares: its values (CLAIMS) that its factor has."""
+    (values,) = [vs for sentence, _, _, vs in CLAIMS if sentence == claim["claim"]]
+    return [by_factor[claim["key"]][v] for v in values if v in by_factor[claim["key"]]]
 
 
 def plots(records: list[dict], by_factor: dict, out: Path) -> dict[str, str]:

@@ -203,6 +203,36 @@ def _findings_cfg(tmp_path, *overrides):
     return cfg
 
 
+def test_more_seeds_go_only_to_the_settings_of_a_claim_still_open(tmp_path, monkeypatch):
+    # lr 0.1 learned on 2 of 3 seeds (open); lr 0.001 climbs 10 points below 0.01 on every seed (holds at 3): seeds
+    # 3-4 of lr 0.1 only; more runs of 0.01 and 0.001 would change a verdict already reached (they once were trained)
+    import fmnist.findings as command
+
+    out = tmp_path / "out"
+    for seed in range(3):
+        _run(
+            out / "optimizer.lr=0.1" / f"seed{seed}",
+            seed,
+            0.1 if seed == 0 else 0.84,
+            status="diverged" if seed == 0 else "completed",
+            optimizer__lr=0.1,
+        )
+        _run(out / "base" / f"seed{seed}", seed, 0.85 + 0.01 * seed, start=0.80, optimizer__lr=0.01)
+        _run(out / "optimizer.lr=0.001" / f"seed{seed}", seed, 0.85 + 0.01 * seed, start=0.60, optimizer__lr=0.001)
+    asked = []
+    # launch trains what has no summary yet (as fmnist.training.jobs.launch does): here, only records what it asked
+    monkeypatch.setattr(
+        command,
+        "launch",
+        lambda jobs, *args, **kwargs: asked.append([job for job, _ in jobs if not runs.summary_of(out / job, "train")]),
+    )
+    cfg = _findings_cfg(tmp_path, "findings.seeds=3", "findings.more_seeds=5")
+    cfg.findings.factors = {"optimizer.lr": [0.1, 0.01, 0.001]}
+    (never, slower) = command.findings(cfg)["claims"]
+    assert never["verdict"] == "not settled" and slower["verdict"] == "holds"
+    assert asked == [[], ["optimizer.lr=0.1/seed3", "optimizer.lr=0.1/seed4"]]  # the first seeds were all there
+
+
 @pytest.mark.slow  # eight short runs through joblib's worker processes: two minutes on 2 cores
 def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
