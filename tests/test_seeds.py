@@ -11,7 +11,7 @@ from scipy import stats
 from fmnist.analysis.seeds import group_runs
 from fmnist.core import runs
 from fmnist.core.errors import UserError
-from fmnist.core.stats import against, interval, paired, prob_above, ratio, rounds_for
+from fmnist.core.stats import against, interval, paired, prob_above, ratio, rounds_for, seeds_for
 from fmnist.seeds import main
 from fmnist.sweep_summary import main as sweep_summary
 from fmnist.training.run import train
@@ -73,6 +73,20 @@ def test_rounds_for_a_target_interval_from_the_measured_spread():
     # and that many rounds of the same noise do narrow to about ±5 % (the spread is re-estimated, so loosely)
     assert 0.035 < ratio(orig[:needed], pruned[:needed])["halfwidth"] < 0.065
     assert rounds_for(ratio([2.0], [1.0]), 0.05) is None  # one round: no spread known
+
+
+def test_seeds_for_a_paired_difference_to_clear_zero_match_the_power_tables():
+    import random
+
+    # a paired t test at 5 %, two-sided, 80 % power: an effect of one standard deviation needs 10 pairs, half of one 34
+    # (Cohen's tables; G*Power gives the same)
+    assert seeds_for({"mean": 0.01, "std": 0.01, "level": 0.95}) == 10
+    assert seeds_for({"mean": -0.005, "std": 0.01, "level": 0.95}) == 34  # either sign
+    assert seeds_for({"mean": 0.3, "std": None, "level": 0.95}) is None  # one seed: no spread known
+    # and that many seeds of such a difference do clear zero about 80 % of the time
+    draw = random.Random(0)
+    cleared = [interval([draw.gauss(0.5, 1.0) for _ in range(34)])["low"] > 0 for _ in range(400)]
+    assert 0.74 < sum(cleared) / 400 < 0.86
 
 
 def test_paired_difference_uses_the_common_seeds():

@@ -26,7 +26,7 @@ from scipy import stats
 from fmnist.analysis.plots import _pyplot, sweep_curves
 from fmnist.analysis.seeds import group_key, used_precision
 from fmnist.core import runs
-from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference
+from fmnist.core.stats import ACCURACY, interval, paired, quoted, quoted_difference, seeds_for
 from fmnist.core.study import preset
 
 CHANCE = 0.2  # validation accuracy under this where training ended (10 classes: chance is 0.1): did not learn
@@ -204,7 +204,12 @@ def _diff(a: dict, b: dict, measure=final) -> dict | None:
 def _said(name_a: str, name_b: str, d: dict | None) -> str:
     if d is None:
         return f"{name_a} vs {name_b}: no common seeds"
-    return f"{name_a} − {name_b} {quoted_difference(d)}"
+    said = f"{name_a} − {name_b} {quoted_difference(d)}"
+    if _above(d) is None and d["low"] is not None:  # open: what settling it would take, if it stays as measured
+        n = seeds_for(d)
+        said += f", {n} seeds" if n else ", over 1000 seeds"
+        said += " would clear zero with 80 % power at this mean and spread"
+    return said
 
 
 def _above(d: dict | None) -> bool | None:

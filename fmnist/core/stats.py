@@ -73,6 +73,23 @@ def rounds_for(r: dict, halfwidth: float, most: int = 100_000) -> int | None:
     return m
 
 
+def seeds_for(d: dict, power: float = 0.8, most: int = 1000) -> int | None:
+    """How many seeds a paired difference (from `paired`) would need for its interval to clear zero with probability
+    `power`, were its mean and per-seed spread the true ones: the power of the paired t test (scipy.stats.nct, the
+    noncentral t), the planning figure for a comparison its seeds left open. None with no spread known or beyond
+    `most`."""
+    if d["std"] is None or d["mean"] == 0:
+        return None
+    if d["std"] == 0:
+        return 2
+    for n in range(2, most + 1):
+        t = stats.t.ppf((1 + d["level"]) / 2, n - 1)
+        shift = abs(d["mean"]) / (d["std"] / math.sqrt(n))
+        if stats.nct.sf(t, n - 1, shift) + stats.nct.cdf(-t, n - 1, shift) >= power:
+            return n
+    return None
+
+
 def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
     """b - a over the keys (seeds) both have: the interval of the per-key differences, and the keys used."""
     keys = sorted(set(a) & set(b))
