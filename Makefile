@@ -81,7 +81,7 @@ reproduce: setup
 		prune.selection=global prune.tolerance=null prune.target_flops_ratio=$(call repro,prune_flops_ratio) \
 		hydra.sweep.dir=$(REPRO)/prune_norm_finetune
 	$(PY) -m fmnist.bench bench.prune_dir=$(REPRO)/prune_norm_finetune/0 hydra.run.dir=$(REPRO)/bench_norm_finetune
-	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
+	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --findings results/findings --out $(REPRO)/report
 	$(MAKE) results
 
 # Latency-aware against FLOPs-aware selection at one speed budget (conf/prune/latency.yaml: 6x predicted), from
@@ -93,7 +93,7 @@ prune-compare: setup
 		$(PRUNE_SEEDS) $(SIDE) hydra.sweep.dir=$(PCMP)
 	for d in $(PCMP)/[0-9]*; do $(PY) -m fmnist.bench bench.prune_dir=$$d hydra.run.dir=$(PCMP)/bench_$$(basename $$d) \
 		|| exit 1; done
-	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --out $(REPRO)/report
+	$(PY) -m fmnist.report --root $(REPRO) --sweep $(REPRO_SWEEP) --findings results/findings --out $(REPRO)/report
 
 # The small files that back docs/results.md, copied into the tracked results/ folder (outputs/ is not tracked)
 RESULTS := results/reproduce

@@ -216,10 +216,14 @@ def compare_key(folder: Path) -> tuple[str, list[dict]]:
     return key, found
 
 
-def section_findings(dirs: list[Path], sweep: Path | None) -> str:
-    """The study's findings: each judged on the comparisons over seeds; the search's importances beside them."""
+def section_findings(dirs: list[Path], sweep: Path | None, budget: Path | None = None) -> str:
+    """The study's findings: each judged on the comparisons over seeds, and at the study's budget where a
+    `fmnist.findings` results folder is given (`budget`, its verdicts beside these and its accuracy-vs-epoch plots);
+    the search's importances beside them."""
     out = ["## 3b. The study's findings, computed\n"]
     judged = claims({compare_key(d)[0]: d for d in dirs})
+    at_budget = json.loads((budget / "findings.json").read_text()) if budget else None
+    verdict_at_budget = {c["claim"]: c["verdict"] for c in at_budget["claims"]} if at_budget else {}
     if judged:
         out += [
             "Each sentence of the study judged on the one-factor runs above: validation accuracy where each run "
@@ -228,10 +232,15 @@ def section_findings(dirs: list[Path], sweep: Path | None) -> str:
             'hold** where it lies on the other, and is **not settled** where it straddles; "about the same" is '
             'tested as equivalence within ±0.5 points (two one-sided tests), "does not learn" as a rate with its '
             "Wilson interval (`fmnist/analysis/findings.py`).\n",
-            "| the study found | computed from the runs | verdict |",
-            "|---|---|---|",
+            "| the study found | computed from the runs | verdict |"
+            + (" at the study's budget |" if at_budget else ""),
+            "|---|---|---|" + ("---|" if at_budget else ""),
         ]
-        out += [f"| {c['claim']} | {c['figure']} | **{c['verdict']}** |" for c in judged] + [""]
+        out += [
+            f"| {c['claim']} | {c['figure']} | **{c['verdict']}** |"
+            + (f" {verdict_at_budget.get(c['claim'], '-')} |" if at_budget else "")
+            for c in judged
+        ] + [""]
     else:
         out.append(
             missing(
@@ -239,6 +248,8 @@ def section_findings(dirs: list[Path], sweep: Path | None) -> str:
                 "python -m fmnist.train --multirun ~hparams_search optimizer.lr=0.1,0.01,0.001 trainer.seed=0,1,2",
             )
         )
+    if at_budget:
+        out += _at_budget(at_budget, budget)
     found = runs.read_summary(sweep, "sweep") if sweep else {}
     if found.get("importances"):
         ranked = sorted(found["importances"].items(), key=lambda kv: -kv[1])
@@ -257,6 +268,24 @@ def section_findings(dirs: list[Path], sweep: Path | None) -> str:
             if found.get(key) and Path(found[key]).exists():
                 out.append(f"![{key}]({found[key]})\n")
     return "\n".join(out)
+
+
+def _at_budget(result: dict, folder: Path) -> list[str]:
+    """The verdicts of `python -m fmnist.findings` (its findings.json in `folder`): every sentence at the study's
+    budget, with its figure, its seeds and, per factor, the mean validation accuracy per epoch over seeds."""
+    hours = ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in result["seconds_by_cpu"].items())
+    out = [
+        f"### At the study's budget\n\nFrom `python -m fmnist.findings` (`{folder}`): {result['runs']} one-factor runs "
+        f"to 40 epochs on every training image ({result['diverged']} diverged), {hours} of training.\n",
+        "| the study found | verdict | computed from the runs | seeds |",
+        "|---|---|---|---|",
+    ]
+    for c in result["claims"]:
+        seeds = "; ".join(f"{v}: {len(s)}" for v, s in c["seeds"].items())
+        out.append(f"| {c['claim']} | **{c['verdict']}** | {c['figure']} | {seeds} |")
+    out.append("")
+    out += [f"![{key}]({folder / plot})\n" for key, plot in result["plots"].items()]
+    return out
 
 
 def _frontier(points: list[dict]) -> list[dict]:
@@ -549,7 +578,7 @@ def build(found: dict, out_dir: Path, top: int = 3) -> Path:
         section_sweep(found["sweep"], top),
         section_finish(found.get("finish")),
         section_compare(found["compare"]),
-        section_findings(found["compare"], found["sweep"]),
+        section_findings(found["compare"], found["sweep"], found.get("findings")),
         section_prune(found["prune"]),
         section_speed(found["prune"], out_dir),
         section_bench(found["bench"]),
@@ -610,13 +639,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", type=Path, help="a sweep folder (with summary.csv and best.json)")
     parser.add_argument("--finish", type=Path, help="a fmnist.retrain --top folder (with finish.md)")
     parser.add_argument("--compare", type=Path, nargs="*", help="one-factor multirun folders")
+    parser.add_argument("--findings", type=Path, help="a fmnist.findings results folder (e.g. results/findings)")
     parser.add_argument("--prune", type=Path, nargs="*", help="prune run folders")
     parser.add_argument("--bench", type=Path, nargs="*", help="bench run folders")
     parser.add_argument("--top", type=int, default=3, help="trials in the sweep table")
     parser.add_argument("--out", type=Path, help="output folder (default ROOT/report/<date>_<time>)")
     args = parser.parse_args(argv)
+    if args.findings and not (args.findings / "findings.json").is_file():
+        raise SystemExit(
+            f"fmnist.report: --findings {args.findings} has no findings.json: give the folder `python -m "
+            "fmnist.findings` writes (findings.results, e.g. results/findings)"
+        )
     found = discover(args.root)
-    for key in ("basic", "sweep", "finish", "compare", "prune", "bench"):
+    for key in ("basic", "sweep", "finish", "compare", "findings", "prune", "bench"):
         if getattr(args, key) is not None:
             found[key] = getattr(args, key)
     out = build(found, args.out or args.root / "report" / time.strftime("%Y-%m-%d_%H-%M-%S"), args.top)

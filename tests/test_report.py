@@ -170,3 +170,29 @@ def test_latency_aware_and_flops_aware_selection_compared_seed_by_seed(tmp_path)
 def test_a_multiruns_numbered_jobs_are_named_with_their_multirun(tmp_path):
     assert run_name(tmp_path / "prune_norm_finetune" / "0") == "prune_norm_finetune/0"  # not a bare, ambiguous "0"
     assert run_name(tmp_path / "prune" / "p_seed1") == "p_seed1"
+
+
+def test_the_findings_at_the_study_budget_sit_beside_the_comparisons(outputs, tmp_path, monkeypatch):
+    import fmnist.findings as command
+    from tests.test_findings import _findings_cfg, _run
+
+    # a findings results folder as `python -m fmnist.findings` writes it, from finished runs of two momentum values
+    for seed in range(3):
+        _run(tmp_path / "out" / "base" / f"seed{seed}", seed, 0.85 + 0.01 * seed)
+        _run(tmp_path / "out" / "optimizer.momentum=0.99" / f"seed{seed}", seed, 0.80, optimizer__momentum=0.99)
+    monkeypatch.setattr(command, "launch", lambda *args, **kwargs: {})  # every run has finished: nothing to train
+    cfg = _findings_cfg(tmp_path, "findings.seeds=3")
+    cfg.findings.factors = {"optimizer.momentum": [0.9, 0.99]}
+    (same,) = command.findings(cfg)["claims"]
+    assert same["verdict"] == "does not hold"  # 5-7 points lower on every seed
+    report_main(["--root", str(outputs), "--findings", str(tmp_path / "results"), "--out", str(tmp_path / "report")])
+    md = (tmp_path / "report" / "report.md").read_text()
+    # the six-epoch table gains the verdict at the study's budget; its own table gives the figure and the seeds
+    assert re.search(r"\| momentum 0.99 does about as well as 0.9 \| .* \| \*\*[a-z ]+\*\* \| does not hold \|", md)
+    assert f"| momentum 0.99 does about as well as 0.9 | **does not hold** | {same['figure']} | 0.99: 3; 0.9: 3 |" in md
+    assert "### At the study's budget" in md and "6 one-factor runs" in md
+    assert "](images/" in md.split("### At the study's budget")[1]  # its accuracy-vs-epoch plot, copied beside it
+    # a folder without findings.json: one line that says what to give, and no report written
+    with pytest.raises(SystemExit, match="has no findings.json: give the folder"):
+        report_main(["--root", str(outputs), "--findings", str(tmp_path / "out"), "--out", str(tmp_path / "r2")])
+    assert not (tmp_path / "r2").exists()
