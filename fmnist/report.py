@@ -275,8 +275,8 @@ def _at_budget(result: dict, folder: Path) -> list[str]:
     budget, with its figure, its seeds and, per factor, the mean validation accuracy per epoch over seeds."""
     hours = ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in result["seconds_by_cpu"].items())
     out = [
-        f"### At the study's budget\n\nFrom `python -m fmnist.findings` (`{folder}`): {result['runs']} one-factor runs "
-        f"to 40 epochs on every training image ({result['diverged']} diverged), {hours} of training.\n",
+        f"### At the study's budget\n\nFrom `python -m fmnist.findings` (`{folder}/findings.md` names the settings): "
+        f"{result['runs']} one-factor runs ({result['diverged']} diverged), {hours} of training.\n",
         "| the study found | verdict | computed from the runs | seeds |",
         "|---|---|---|---|",
     ]

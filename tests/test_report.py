@@ -190,7 +190,7 @@ def test_the_findings_at_the_study_budget_sit_beside_the_comparisons(outputs, tm
     # the six-epoch table gains the verdict at the study's budget; its own table gives the figure and the seeds
     assert re.search(r"\| momentum 0.99 does about as well as 0.9 \| .* \| \*\*[a-z ]+\*\* \| does not hold \|", md)
     assert f"| momentum 0.99 does about as well as 0.9 | **does not hold** | {same['figure']} | 0.99: 3; 0.9: 3 |" in md
-    assert "### At the study's budget" in md and "6 one-factor runs" in md
+    assert "### At the study's budget" in md and "6 one-factor runs (0 diverged)" in md and "findings.md` names" in md
     assert "](images/" in md.split("### At the study's budget")[1]  # its accuracy-vs-epoch plot, copied beside it
     # a folder without findings.json: one line that says what to give, and no report written
     with pytest.raises(SystemExit, match="has no findings.json: give the folder"):
