@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fmnist.analysis.findings import CLAIMS, arms, judge, record
+from fmnist.analysis.findings import CLAIMS, arms, hours_by_cpu, judge, record, verdict_table
 from fmnist.analysis.plots import _pyplot
 from fmnist.core import runs
 from fmnist.core.checks import check, integer, number
@@ -223,7 +223,7 @@ def markdown(result: dict, f: DictConfig) -> str:
     trained = (
         f"{result['runs']} runs recorded ({result['diverged']} diverged), {result['seconds_trained'] / 3600:.1f} "
         f"hours of training ({', '.join(result['precisions'])}), by the CPU that ran each: "
-        + ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in result["seconds_by_cpu"].items())
+        + hours_by_cpu(result["seconds_by_cpu"])
         if result["runs"]
         else "no run recorded yet"
     )
@@ -234,14 +234,8 @@ def markdown(result: dict, f: DictConfig) -> str:
         "Accuracies are validation accuracy where each run ended, a diverged run at the accuracy it reached; "
         "differences paired by seed with their 95 % t interval; divergence rates with their Wilson interval; "
         f'"about the same" by two one-sided tests within ±{100 * f.margin:.1f} points.\n',
-        "| the study found | verdict | computed from the runs | seeds |",
-        "|---|---|---|---|",
+        *verdict_table(result["claims"], result["plots"]),
     ]
-    for c in result["claims"]:
-        seeds = "; ".join(f"{v}: {len(s)}" for v, s in c["seeds"].items())
-        lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['figure']} | {seeds} |")
-    lines.append("")
-    lines += [f"![{key}]({path})\n" for key, path in result["plots"].items()]
     return "\n".join(lines)
 
 

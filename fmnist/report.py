@@ -20,7 +20,7 @@ from pathlib import Path
 
 import markdown
 
-from fmnist.analysis.findings import claims
+from fmnist.analysis.findings import claims, hours_by_cpu, verdict_table
 from fmnist.analysis.plots import compare, find_runs, keys, speed_frontier, value_of
 from fmnist.analysis.seeds import group_runs, prune_key, used_precision
 from fmnist.analysis.seeds import markdown as seeds_table
@@ -273,19 +273,12 @@ def section_findings(dirs: list[Path], sweep: Path | None, budget: Path | None =
 def _at_budget(result: dict, folder: Path) -> list[str]:
     """The verdicts of `python -m fmnist.findings` (its findings.json in `folder`): every sentence at the study's
     budget, with its figure, its seeds and, per factor, the mean validation accuracy per epoch over seeds."""
-    hours = ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in result["seconds_by_cpu"].items())
-    out = [
+    return [
         f"### At the study's budget\n\nFrom `python -m fmnist.findings` (`{folder}/findings.md` names the settings): "
-        f"{result['runs']} one-factor runs ({result['diverged']} diverged), {hours} of training.\n",
-        "| the study found | verdict | computed from the runs | seeds |",
-        "|---|---|---|---|",
+        f"{result['runs']} one-factor runs ({result['diverged']} diverged), "
+        f"{hours_by_cpu(result['seconds_by_cpu'])} of training.\n",
+        *verdict_table(result["claims"], {key: str(folder / plot) for key, plot in result["plots"].items()}),
     ]
-    for c in result["claims"]:
-        seeds = "; ".join(f"{v}: {len(s)}" for v, s in c["seeds"].items())
-        out.append(f"| {c['claim']} | **{c['verdict']}** | {c['figure']} | {seeds} |")
-    out.append("")
-    out += [f"![{key}]({folder / plot})\n" for key, plot in result["plots"].items()]
-    return out
 
 
 def _frontier(points: list[dict]) -> list[dict]:

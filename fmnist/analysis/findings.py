@@ -366,6 +366,21 @@ def judge(arms_by_key: dict[str, dict], margin: float = MARGIN) -> list[dict]:
     return found
 
 
+def verdict_table(judged: list[dict], plots: dict[str, str]) -> list[str]:
+    """Markdown lines: one row per judged claim (verdict, figure, seeds per value), then each plot (factor -> path as
+    the page links it): what findings.md and the report's section at the study's budget both show."""
+    lines = ["| the study found | verdict | computed from the runs | seeds |", "|---|---|---|---|"]
+    for c in judged:
+        seeds = "; ".join(f"{v}: {len(s)}" for v, s in c["seeds"].items())
+        lines.append(f"| {c['claim']} | **{c['verdict']}** | {c['figure']} | {seeds} |")
+    return [*lines, "", *(f"![{key}]({path})\n" for key, path in plots.items())]
+
+
+def hours_by_cpu(seconds_by_cpu: dict[str, float]) -> str:
+    """ "x.x h on CPU, ..." from the seconds trained on each CPU."""
+    return ", ".join(f"{s / 3600:.1f} h on {cpu}" for cpu, s in seconds_by_cpu.items())
+
+
 def claims(folders: dict[str, Path], margin: float = MARGIN) -> list[dict]:
     """`judge` on one-factor comparison folders (key -> folder), each claim with its folder."""
     judged = judge({key: arms_in(folder, key) for key, folder in folders.items()}, margin)
