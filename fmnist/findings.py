@@ -51,6 +51,15 @@ def check_findings(f: DictConfig) -> None:
             raise ConfigError(f"findings.factors.{key}={values}: give two or more values to compare")
     if f.base.model not in PRESETS or ("model" in f.factors and any(v not in PRESETS for v in f.factors.model)):
         raise ConfigError(f"findings: model values are presets of conf/model/: {', '.join(PRESETS)}")
+    for key, c in (f.get("confirm") or {}).items():
+        if key not in f.factors:
+            continue  # a narrowed findings.factors: that comparison is not run this time
+        integer(c.get("seeds"), f"findings.confirm.{key}.seeds", f.more_seeds + 1, fix=" (more than more_seeds)")
+        values = c.get("values")
+        if not isinstance(values, ListConfig) or len(values) != 2 or any(v not in f.factors[key] for v in values):
+            raise ConfigError(
+                f"findings.confirm.{key}.values={values}: give two of findings.factors.{key} {list(f.factors[key])}"
+            )
 
 
 def overrides(setting: dict) -> list[str]:
@@ -79,16 +88,17 @@ def record_path(results: Path, name: str, seed: int) -> Path:
     return results / "runs" / name / f"seed{seed}.json"
 
 
-def train(f: DictConfig, named: dict[str, dict], names: list[str], seeds: range) -> None:
-    """Train what is not recorded yet (longest first: the smallest batches, the large model), record what finished."""
+def train(f: DictConfig, named: dict[str, dict], wanted: list[tuple[str, int]], longest_first: bool = True) -> None:
+    """Train the (setting, seed) runs not recorded yet (longest first: the smallest batches, the large model; else in
+    the order given), record what finished."""
     out, results = Path(f.out), Path(f.results)
     jobs = [
         (f"{name}/seed{seed}", [*overrides(named[name]), f"trainer.seed={seed}"])
-        for name in names
-        for seed in seeds
+        for name, seed in wanted
         if not record_path(results, name, seed).exists()
     ]
-    jobs.sort(key=lambda job: _steps(named[job[0].split("/")[0]]), reverse=True)
+    if longest_first:
+        jobs.sort(key=lambda job: _steps(named[job[0].split("/")[0]]), reverse=True)
     if jobs and f.train:
         log.info("findings: %d runs to train, %d at a time, under %s", len(jobs), f.jobs, out)
         launch(jobs, out, f.jobs, list(f.extra), name="findings")
@@ -118,22 +128,61 @@ def recorded(f: DictConfig) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((Path(f.results) / "runs").glob("*/seed*.json"))]
 
 
-def verdicts(records: list[dict], by_factor: dict, margin: float) -> list[dict]:
-    """The claims judged on every recorded run of their factor's settings."""
-    by_key = {}
+def confirmations(f: DictConfig, by_factor: dict, records: list[dict]) -> dict[str, dict]:
+    """Each findings.confirm comparison of a factor being run: key -> its two values, their settings, its seeds, the
+    (setting, seed) runs it needs, and how many of them are recorded."""
+    have = {(r["setting"], r["seed"]) for r in records}
+    out = {}
+    for key, c in (f.get("confirm") or {}).items():
+        if key in by_factor:
+            names = [by_factor[key][v] for v in c["values"]]
+            # seed by seed: the two runs of a pair train side by side and end together
+            runs_needed = [(name, seed) for seed in range(c["seeds"]) for name in names]
+            recorded_ = sum(run in have for run in runs_needed)
+            out[key] = {"values": list(c["values"]), "seeds": c["seeds"], "runs": runs_needed, "recorded": recorded_}
+    return out
+
+
+def counted(records: list[dict], by_factor: dict, more_seeds: int, confirmed: dict) -> dict[str, list[dict]]:
+    """Per factor, the runs its claims and plot count: seeds below more_seeds, or below a confirmation's fixed number
+    once every run it needs is recorded. Until then a confirmation's runs are not looked at (the comparison is judged
+    once, at the number fixed beforehand), and the base's extra seeds do not enter the other factors."""
+    out = {}
     for key, values in by_factor.items():
-        wanted = set(values.values())
-        by_key[key] = arms([r for r in records if r["setting"] in wanted], key)
-    return judge(by_key, margin)
+        c = confirmed.get(key)
+        limit = c["seeds"] if c and c["recorded"] == len(c["runs"]) else more_seeds
+        names = set(values.values())
+        out[key] = [r for r in records if r["setting"] in names and r["seed"] < limit]
+    return out
+
+
+def verdicts(per_key: dict[str, list[dict]], margin: float, confirmed: dict, more_seeds: int) -> list[dict]:
+    """The claims judged on the runs each factor counts; a confirmation's progress said in its claim's figure."""
+    judged = judge({key: arms(found, key) for key, found in per_key.items()}, margin)
+    for claim in judged:
+        c = confirmed.get(claim["key"])
+        if not c:
+            continue
+        a, b = c["values"]
+        fixed = f"{a} vs {b} at {c['seeds']} seeds, a number fixed from the spread at {more_seeds} before any more ran"
+        if c["recorded"] == len(c["runs"]):
+            claim["figure"] += f"; judged once, {fixed}"
+        else:
+            claim["figure"] += (
+                f"; {fixed}: {c['recorded']} of {len(c['runs'])} runs recorded, judged once all are (until then, "
+                f"as at {more_seeds} seeds)"
+            )
+    return judged
 
 
 def findings(cfg: DictConfig) -> dict:
     f = check(cfg, findings=check_findings).findings
     started = time.perf_counter()
     named, by_factor = settings(f)
-    train(f, named, list(named), range(f.seeds))
+    train(f, named, [(name, seed) for name in named for seed in range(f.seeds)])
     records = recorded(f)
-    judged = verdicts(records, by_factor, f.margin)
+    confirmed = confirmations(f, by_factor, records)
+    judged = verdicts(counted(records, by_factor, f.more_seeds, confirmed), f.margin, confirmed, f.more_seeds)
     # more seeds only for the settings an open claim compares, once each has every first seed (not where runs are
     # merely missing); a claim settled on the first seeds is not given more runs (its verdict would move with them)
     done = {r["setting"] for r in records if r["seed"] == f.seeds - 1}
@@ -147,9 +196,17 @@ def findings(cfg: DictConfig) -> dict:
             f.more_seeds,
             ", ".join(names),
         )
-        train(f, named, names, range(f.more_seeds))
+        train(f, named, [(name, seed) for name in names for seed in range(f.more_seeds)])
         records = recorded(f)
-        judged = verdicts(records, by_factor, f.margin)
+    # then each confirmation's runs, the one with the fewest left first (a verdict sooner), pairs seed by seed
+    confirmed = confirmations(f, by_factor, records)
+    if f.train and confirmed:
+        order = sorted(confirmed.values(), key=lambda c: len(c["runs"]) - c["recorded"])
+        train(f, named, list(dict.fromkeys(run for c in order for run in c["runs"])), longest_first=False)
+        records = recorded(f)
+        confirmed = confirmations(f, by_factor, records)
+    per_key = counted(records, by_factor, f.more_seeds, confirmed)
+    judged = verdicts(per_key, f.margin, confirmed, f.more_seeds)
     by_cpu = {
         cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
         for cpu in sorted({r.get("cpu") for r in records})
@@ -162,8 +219,12 @@ def findings(cfg: DictConfig) -> dict:
         "seconds_by_cpu": by_cpu,
         "precisions": sorted({r["precision"] for r in records}),
         "margin": f.margin,
+        "confirm": {
+            key: {"values": c["values"], "seeds": c["seeds"], "runs": len(c["runs"]), "recorded": c["recorded"]}
+            for key, c in confirmed.items()
+        },
         "wall_seconds": time.perf_counter() - started,
-        "plots": plots(records, by_factor, Path(f.results) / "plots"),
+        "plots": plots(per_key, by_factor, Path(f.results) / "plots"),
     }
     runs.write_json(result, Path(f.results) / "findings.json")
     runs.write_text(markdown(result, f), Path(f.results) / "findings.md")
@@ -176,12 +237,13 @@ def _compared(claim: dict, by_factor: dict) -> list[str]:
     return [by_factor[claim["key"]][v] for v in values if v in by_factor[claim["key"]]]
 
 
-def plots(records: list[dict], by_factor: dict, out: Path) -> dict[str, str]:
-    """Per factor: each value's mean validation accuracy per epoch over its seeds, with its 95 % t band (the study's
-    accuracy-vs-epoch figure, over seeds); a diverged run counts at the accuracy it reached."""
+def plots(per_key: dict[str, list[dict]], by_factor: dict, out: Path) -> dict[str, str]:
+    """Per factor: each value's mean validation accuracy per epoch over the seeds it counts, with its 95 % t band (the
+    study's accuracy-vs-epoch figure, over seeds); a diverged run counts at the accuracy it reached."""
     plt = _pyplot()
     made = {}
     for key, values in by_factor.items():
+        records = per_key[key]
         fig, ax = plt.subplots(figsize=(6, 3.6))
         drawn = False
         for value, name in values.items():
