@@ -236,6 +236,47 @@ def test_more_seeds_go_only_to_the_settings_of_a_claim_still_open(tmp_path, monk
     assert asked == [[], ["optimizer.lr=0.1/seed3", "optimizer.lr=0.1/seed4"]]  # the first seeds were all there
 
 
+def test_a_confirmation_trains_its_fixed_seeds_and_is_judged_once_all_are_in(tmp_path, monkeypatch):
+    # lr 0.01 vs 0.001 open at 3 seeds; a confirmation fixes 5: seeds 3-4 of both, seed by seed, after the rest
+    import fmnist.findings as command
+
+    out = tmp_path / "out"
+    gaps = {0: 0.02, 1: -0.02, 2: 0.01, 3: 0.03, 4: 0.03}  # how far lr 0.001 starts below 0.01, per seed
+
+    def make(seed):
+        _run(out / "base" / f"seed{seed}", seed, 0.85, start=0.80, optimizer__lr=0.01)
+        _run(out / "optimizer.lr=0.001" / f"seed{seed}", seed, 0.85, start=0.80 - gaps[seed], optimizer__lr=0.001)
+
+    for seed in range(3):
+        make(seed)
+    asked, cut_after = [], {}
+
+    def launch(jobs, *args, **kwargs):  # trains (here: writes) what has no summary yet, up to a cut session's end
+        todo = [job for job, _ in jobs if not runs.summary_of(out / job, "train")]
+        asked.append(todo)
+        for job in todo[: cut_after.get("n", len(todo))]:
+            name, seed = job.split("/")
+            make(int(seed.removeprefix("seed"))) if name == "base" else None
+
+    monkeypatch.setattr(command, "launch", launch)
+    cfg = _findings_cfg(tmp_path, "findings.seeds=2", "findings.more_seeds=3")
+    cfg.findings.factors = {"optimizer.lr": [0.01, 0.001]}
+    cfg.findings.confirm = {"optimizer.lr": {"values": [0.01, 0.001], "seeds": 5}, "model": {"values": [1], "seeds": 1}}
+    cut_after["n"] = 2  # the session ends after seed 3's pair
+    (_, slower) = command.findings(cfg)["claims"]
+    pairs = ["base/seed3", "optimizer.lr=0.001/seed3", "base/seed4", "optimizer.lr=0.001/seed4"]
+    assert asked[-1] == pairs  # the confirmation's runs, seed by seed (a factor not run, model, is left alone)
+    # seed 3's pair is recorded but not looked at: the verdict stays the one at 3 seeds until all 10 runs are in
+    assert slower["verdict"] == "not settled" and slower["seeds"] == {"0.01": [0, 1, 2], "0.001": [0, 1, 2]}
+    assert "(n=3)" in slower["figure"] and "at 5 seeds, a number fixed" in slower["figure"]
+    assert "8 of 10 runs recorded, judged once all are" in slower["figure"]
+    del cut_after["n"]  # the next session trains the rest, and the comparison is judged on every seed
+    (_, slower) = command.findings(cfg)["claims"]
+    assert asked[-1] == pairs[2:] and slower["seeds"] == {"0.01": [0, 1, 2, 3, 4], "0.001": [0, 1, 2, 3, 4]}
+    assert "(n=5)" in slower["figure"] and "judged once, 0.01 vs 0.001 at 5 seeds" in slower["figure"]
+    assert (tmp_path / "results" / "findings.json").read_text().count('"recorded": 10') == 1
+
+
 @pytest.mark.slow  # eight short runs through joblib's worker processes: two minutes on 2 cores
 def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
@@ -279,6 +320,8 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
         ("findings.seeds=1", r"findings.seeds=1 must be a whole number >= 2 \(a verdict needs an interval\)"),
         ("findings.margin=0", r"findings.margin=0 must be"),
         ("findings.base.model=huge", "model values are presets of conf/model/: small, medium, large"),
+        ("findings.confirm.model.seeds=5", r"findings.confirm.model.seeds=5 must be a whole number >= 6 \(more than"),
+        ("findings.confirm.model.values=[medium,huge]", r"confirm.model.values=\['medium', 'huge'\]: give two of"),
     ],
 )
 def test_findings_bad_input_is_one_line(tmp_path, override, message):
