@@ -51,8 +51,9 @@ def discover(root: Path) -> dict:
         "basic": seeded[-1] if seeded else basic[-1] if basic else None,
         "sweep": sweeps[-1] if sweeps else None,
         "finish": finished[-1] if finished else None,
-        # Hydra's basic sweeper over one factor (and seeds): the one-factor comparisons
-        "compare": [d for d in multiruns if len(configs[d]) > 1],
+        # Hydra's basic sweeper over one factor (and seeds): the one-factor comparisons; not a folder whose runs
+        # differ in several factors (fmnist.findings' runs vary one at a time from a base, but several in all)
+        "compare": [d for d in multiruns if len(configs[d]) > 1 and len(_factors(configs[d])) == 1],
         "prune": runs.find(root, "prune"),
         "bench": runs.find(root, "bench"),
     }
@@ -75,6 +76,14 @@ def _configs(folder: Path) -> list[dict]:
         }
         for g in groups
     ]
+
+
+def _factors(configs: list[dict]) -> set[str]:
+    """The factors the configurations differ in, a model preset's architecture keys counted as one (`model`)."""
+    differ = {
+        k for k in {k for c in configs for k in c["config"]} if len({repr(c["config"].get(k)) for c in configs}) > 1
+    }
+    return {"model" if k.startswith("model.") and k != "model.weight_init" else k for k in differ}
 
 
 def missing(what: str, how: str) -> str:

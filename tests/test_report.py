@@ -196,3 +196,26 @@ def test_the_findings_at_the_study_budget_sit_beside_the_comparisons(outputs, tm
     with pytest.raises(SystemExit, match="has no findings.json: give the folder"):
         report_main(["--root", str(outputs), "--findings", str(tmp_path / "out"), "--out", str(tmp_path / "r2")])
     assert not (tmp_path / "r2").exists()
+
+
+def test_only_runs_that_differ_in_one_factor_are_a_one_factor_comparison(tmp_path):
+    import json
+
+    from fmnist.report import discover
+    from tests.test_findings import _run
+
+    small = {"model__conv1_kernel": 5, "model__conv1_channels": 8, "model__conv2_channels": 8, "model__fc1_size": 50}
+    for seed in range(2):
+        _run(tmp_path / "compare_lr" / f"a{seed}", seed, 0.85)
+        _run(tmp_path / "compare_lr" / f"b{seed}", seed, 0.84, optimizer__lr=0.001)
+        _run(tmp_path / "compare_model" / f"a{seed}", seed, 0.85)  # a preset's keys: one factor, model
+        _run(tmp_path / "compare_model" / f"b{seed}", seed, 0.84, **small)
+        # fmnist.findings' run folders: one factor at a time from the base, two in all
+        _run(tmp_path / "findings" / "base" / f"seed{seed}", seed, 0.85)
+        _run(tmp_path / "findings" / "optimizer.lr=0.001" / f"seed{seed}", seed, 0.84, optimizer__lr=0.001)
+        _run(tmp_path / "findings" / "optimizer.momentum=0.99" / f"seed{seed}", seed, 0.8, optimizer__momentum=0.99)
+    for name in ("compare_lr", "compare_model", "findings"):
+        (tmp_path / name / "multirun.yaml").write_text("{}\n")
+    for path in tmp_path.glob("**/summary.json"):  # as fmnist.train writes them for a multirun's jobs
+        path.write_text(json.dumps({**json.loads(path.read_text()), "multirun": True, "arch": {}}))
+    assert discover(tmp_path)["compare"] == [tmp_path / "compare_lr", tmp_path / "compare_model"]
