@@ -54,6 +54,8 @@ def check_findings(f: DictConfig) -> None:
     for key, c in (f.get("confirm") or {}).items():
         if key not in f.factors:
             continue  # a narrowed findings.factors: that comparison is not run this time
+        if not isinstance(c, DictConfig):
+            raise ConfigError(f"findings.confirm.{key}={c}: give {{values: [two of its values], seeds: N}}")
         integer(c.get("seeds"), f"findings.confirm.{key}.seeds", f.more_seeds + 1, fix=" (more than more_seeds)")
         values = c.get("values")
         if not isinstance(values, ListConfig) or len(values) != 2 or any(v not in f.factors[key] for v in values):

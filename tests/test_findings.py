@@ -321,6 +321,7 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
         ("findings.margin=0", r"findings.margin=0 must be"),
         ("findings.base.model=huge", "model values are presets of conf/model/: small, medium, large"),
         ("findings.confirm.model.seeds=5", r"findings.confirm.model.seeds=5 must be a whole number >= 6 \(more than"),
+        ("findings.confirm.model=18", r"findings.confirm.model=18: give \{values: \[two of its values\], seeds: N\}"),
         ("findings.confirm.model.values=[medium,huge]", r"confirm.model.values=\['medium', 'huge'\]: give two of"),
     ],
 )
