@@ -43,9 +43,9 @@ def discover(root: Path) -> dict:
     basic = [d for d, s in trained if not s["multirun"] and s["arch"] == medium and s["best"]]
     sweeps = runs.find(root, "sweep")
     multiruns = [d for d in sorted(p.parent for p in root.glob("**/multirun.yaml")) if d not in sweeps]
-    configs = {d: _configs(d) for d in multiruns}
+    grouped = {d: _configs(d) for d in multiruns}
     # one configuration over seeds (e.g. model=medium trainer.seed=range(5)): the basic model's runs
-    seeded = [d for d in multiruns if len(configs[d]) == 1 and configs[d][0]["model"] == medium]
+    seeded = [d for d in multiruns if grouped[d][0] == [medium]]
     finished = sorted(p.parent for p in root.glob("**/finish.json"))
     return {
         "basic": seeded[-1] if seeded else basic[-1] if basic else None,
@@ -53,37 +53,25 @@ def discover(root: Path) -> dict:
         "finish": finished[-1] if finished else None,
         # Hydra's basic sweeper over one factor (and seeds): the one-factor comparisons; not a folder whose runs
         # differ in several factors (fmnist.findings' runs vary one at a time from a base, but several in all)
-        "compare": [d for d in multiruns if len(configs[d]) > 1 and len(_factors(configs[d])) == 1],
+        "compare": [d for d in multiruns if len(grouped[d][0]) > 1 and len(grouped[d][1]) == 1],
         "prune": runs.find(root, "prune"),
         "bench": runs.find(root, "bench"),
     }
 
 
-def _configs(folder: Path) -> list[dict]:
-    """The configurations (all but the seed) of the training runs under folder, each with its model keys."""
+def _configs(folder: Path) -> tuple[list[dict], set[str]]:
+    """The configurations (all but the seed) of the training runs under folder, as their model keys, and the factors
+    they differ in (group_runs' keys that differ, a model preset's architecture keys counted as one: `model`)."""
     try:
-        groups = group_runs([folder])["groups"]
+        grouped = group_runs([folder])
     except UserError:  # no finished training run under it yet
-        return []
-    return [
-        {
-            "config": g["config"],
-            "model": {
-                k.split(".", 1)[1]: v
-                for k, v in g["config"].items()
-                if k.startswith("model.") and k != "model.weight_init"
-            },
-        }
-        for g in groups
-    ]
+        return [], set()
 
+    def arch(k: str) -> bool:
+        return k.startswith("model.") and k != "model.weight_init"
 
-def _factors(configs: list[dict]) -> set[str]:
-    """The factors the configurations differ in, a model preset's architecture keys counted as one (`model`)."""
-    differ = {
-        k for k in {k for c in configs for k in c["config"]} if len({repr(c["config"].get(k)) for c in configs}) > 1
-    }
-    return {"model" if k.startswith("model.") and k != "model.weight_init" else k for k in differ}
+    models = [{k.split(".", 1)[1]: v for k, v in g["config"].items() if arch(k)} for g in grouped["groups"]]
+    return models, {"model" if arch(k) else k for k in grouped["differs"]}
 
 
 def missing(what: str, how: str) -> str:
