@@ -54,6 +54,29 @@ def _epochs(folder) -> list[int]:
     return [int(r["epoch"]) for r in read_rows(folder / "metrics.csv")] if (folder / "metrics.csv").exists() else []
 
 
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def _job(cluster, task: str) -> dict[str, str]:
+    """scontrol's record of a job or array task (kept MinJobAge=300 s after it ends): JobState, Reason, Restarts."""
+    return dict(f.split("=", 1) for f in _sh(cluster, "scontrol", "-o", "show", "job", task).split() if "=" in f)
+
+
+def _run_again_after_requeue(cluster, task: str, timeout: float = 600) -> dict[str, str]:
+    """Wait until a requeued task has run again and ended, releasing the hold SLURM puts on a requeued job (a
+    BeginTime minutes ahead) once it is pending. The task's own state and restart count say when, not squeue's list
+    going empty: CI once found no trial complete after that list went empty, and no record of what the task did."""
+    deadline, job = time.time() + timeout, {}
+    while time.time() < deadline:
+        job = _job(cluster, task)
+        if job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime":
+            _sh(cluster, "scontrol", "update", f"JobId={task}", "StartTime=now")
+        elif job.get("JobState") in ENDED and int(job.get("Restarts", "0")) >= 1:
+            return {k: job.get(k, "") for k in ("JobState", "Reason", "ExitCode", "Restarts", "RunTime")}
+        time.sleep(0.5)
+    raise AssertionError(f"task {task} did not run again and end in {timeout} s: {job}")
+
+
 def test_a_slurm_task_requeued_on_another_host_finds_its_own_trial_stale(monkeypatch):
     """Across hosts a dead worker is found by heartbeat only, and a journal file keeps none; a requeued copy of a SLURM
     task knows its predecessor's trials: SLURM runs one copy of a task at a time."""
@@ -242,16 +265,11 @@ def test_job_array_workers_survive_a_cancelled_and_a_requeued_task(cluster, tmp_
     job = out.stdout.split("submitted job array ")[1].split(":")[0]
     requeued = first_run_after_one_epoch(sweep2)
     _sh(cluster, "scontrol", "requeue", f"{job}_0")
-    for _ in range(100):  # SLURM holds a requeued job back (BeginTime); release it now
-        if "PD" in _sh(cluster, "squeue", "-h", "-j", job, "-o", "%t"):
-            _sh(cluster, "scontrol", "update", f"JobId={job}_0", "StartTime=now")
-            break
-        time.sleep(0.2)
-    deadline = time.time() + 600
-    while _sh(cluster, "squeue", "-h", "-j", job, "-o", "%i").strip() and time.time() < deadline:
-        time.sleep(1)
+    ended = _run_again_after_requeue(cluster, f"{job}_0")
+    log = (sweep2 / "slurm" / f"worker-{job}_0.log").read_text()
     trials = _study(url2).trials
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
+    why = f"task {job}_0 ended {ended}; its log ends:\n{log[-4000:]}"  # CI's only view of the cluster
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2, why
     assert "stale" in _study(url2).user_attrs[f"fmnist:stale:{requeued.name}"]
-    assert _epochs(requeued) == [1, 2, 3]  # its run continued from last.pt after the requeue
-    assert "DUE TO JOB REQUEUE" in (sweep2 / "slurm" / f"worker-{job}_0.log").read_text()
+    assert _epochs(requeued) == [1, 2, 3], why  # its run continued from last.pt after the requeue
+    assert "DUE TO JOB REQUEUE" in log
