@@ -146,15 +146,19 @@ def confirmations(f: DictConfig, by_factor: dict, records: list[dict]) -> dict[s
 
 
 def counted(records: list[dict], by_factor: dict, more_seeds: int, confirmed: dict) -> dict[str, list[dict]]:
-    """Per factor, the runs its claims and plot count: seeds below more_seeds, or below a confirmation's fixed number
-    once every run it needs is recorded. Until then a confirmation's runs are not looked at (the comparison is judged
-    once, at the number fixed beforehand), and the base's extra seeds do not enter the other factors."""
+    """Per factor, the runs its claims and plot count: seeds below more_seeds, and for a confirmation's two settings
+    seeds below its fixed number once every run it needs is recorded. Until then a confirmation's runs are not looked
+    at (the comparison is judged once, at the number fixed beforehand), and the base's extra seeds (it is a setting of
+    every factor) enter only the confirmation that asked for them."""
     out = {}
     for key, values in by_factor.items():
         c = confirmed.get(key)
-        limit = c["seeds"] if c and c["recorded"] == len(c["runs"]) else more_seeds
-        names = set(values.values())
-        out[key] = [r for r in records if r["setting"] in names and r["seed"] < limit]
+        done = {name for name, _ in c["runs"]} if c and c["recorded"] == len(c["runs"]) else set()
+        out[key] = [
+            r
+            for r in records
+            if r["setting"] in values.values() and r["seed"] < (c["seeds"] if r["setting"] in done else more_seeds)
+        ]
     return out
 
 

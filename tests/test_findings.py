@@ -277,6 +277,23 @@ def test_a_confirmation_trains_its_fixed_seeds_and_is_judged_once_all_are_in(tmp
     assert (tmp_path / "results" / "findings.json").read_text().count('"recorded": 10') == 1
 
 
+def test_a_judged_confirmation_counts_its_extra_seeds_for_its_own_two_settings_only():
+    # batch 64 vs 512 confirmed at 8 seeds; the base (batch 128) has 8 seeds too, for another factor's confirmation
+    from fmnist.findings import counted
+
+    by_factor = {"data.batch_size": {64: "b64", 128: "base", 512: "b512"}, "model": {"medium": "base", "large": "big"}}
+    records = [{"setting": name, "seed": s} for name in ("b64", "base", "b512", "big") for s in range(8)]
+    batch = {"values": [64, 512], "seeds": 8, "runs": [(n, s) for s in range(8) for n in ("b64", "b512")]}
+    model = {"values": ["medium", "large"], "seeds": 8, "runs": [(n, s) for s in range(8) for n in ("base", "big")]}
+    seeds = lambda found, name: [r["seed"] for r in found if r["setting"] == name]  # noqa: E731
+    judged = counted(
+        records, by_factor, 5, {"data.batch_size": {**batch, "recorded": 16}, "model": {**model, "recorded": 15}}
+    )
+    assert seeds(judged["data.batch_size"], "b64") == seeds(judged["data.batch_size"], "b512") == list(range(8))
+    assert seeds(judged["data.batch_size"], "base") == list(range(5))  # the base's extra seeds are not batch's
+    assert seeds(judged["model"], "base") == seeds(judged["model"], "big") == list(range(5))  # 15 of 16: not yet
+
+
 @pytest.mark.slow  # eight short runs through joblib's worker processes: two minutes on 2 cores
 def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
