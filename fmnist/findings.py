@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fmnist.analysis.findings import CLAIMS, arms, hours_by_cpu, judge, record, verdict_table
+from fmnist.analysis.findings import CLAIMS, POWER, arms, hours_by_cpu, judge, record, verdict_table
 from fmnist.analysis.plots import _pyplot
 from fmnist.core import runs
 from fmnist.core.checks import check, integer, number
@@ -172,7 +172,8 @@ def verdicts(per_key: dict[str, list[dict]], margin: float, confirmed: dict, mor
         a, b = c["values"]
         fixed = f"{a} vs {b} at {c['seeds']} seeds, a number fixed from the spread at {more_seeds} before any more ran"
         if c["recorded"] == len(c["runs"]):
-            claim["figure"] += f"; judged once, {fixed}"
+            # its n was fixed beforehand and is reached: what more seeds would take is no longer a question
+            claim["figure"] = POWER.sub("", claim["figure"]) + f"; judged once, {fixed}"
         else:
             claim["figure"] += (
                 f"; {fixed}: {c['recorded']} of {len(c['runs'])} runs recorded, judged once all are (until then, "

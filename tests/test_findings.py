@@ -277,6 +277,28 @@ def test_a_confirmation_trains_its_fixed_seeds_and_is_judged_once_all_are_in(tmp
     assert (tmp_path / "results" / "findings.json").read_text().count('"recorded": 10') == 1
 
 
+def test_a_confirmation_judged_open_at_its_fixed_seeds_no_longer_offers_more(tmp_path, monkeypatch):
+    # lr 0.01 vs 0.001 at 5 seeds, all recorded, gaps both ways: the one judgement leaves it open, and that is final
+    import fmnist.findings as command
+
+    out = tmp_path / "out"
+    for seed, gap in enumerate([0.02, -0.02, 0.01, -0.03, 0.015]):
+        _run(out / "base" / f"seed{seed}", seed, 0.85, start=0.80, optimizer__lr=0.01)
+        _run(out / "optimizer.lr=0.001" / f"seed{seed}", seed, 0.85, start=0.80 - gap, optimizer__lr=0.001)
+    monkeypatch.setattr(command, "launch", lambda *a, **k: None)  # everything is recorded: nothing to train
+    cfg = _findings_cfg(tmp_path, "findings.seeds=2", "findings.more_seeds=3")
+    cfg.findings.factors = {"optimizer.lr": [0.01, 0.001]}
+    cfg.findings.confirm = {"optimizer.lr": {"values": [0.01, 0.001], "seeds": 5}}
+    (_, slower) = command.findings(cfg)["claims"]
+    assert slower["verdict"] == "not settled" and "(n=5)" in slower["figure"]
+    assert "judged once, 0.01 vs 0.001 at 5 seeds" in slower["figure"] and "would clear zero" not in slower["figure"]
+    cfg.findings.confirm = {
+        "optimizer.lr": {"values": [0.01, 0.001], "seeds": 6}
+    }  # the same runs, a confirmation not complete: open, more offered
+    (_, slower) = command.findings(cfg)["claims"]
+    assert "(n=3)" in slower["figure"] and "seeds would clear zero with 80 % power" in slower["figure"]
+
+
 def test_a_judged_confirmation_counts_its_extra_seeds_for_its_own_two_settings_only():
     # batch 64 vs 512 confirmed at 8 seeds; the base (batch 128) has 8 seeds too, for another factor's confirmation
     from fmnist.findings import counted

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -201,14 +202,17 @@ def _diff(a: dict, b: dict, measure=final) -> dict | None:
     return paired({s: measure(b[s]) for s in seeds}, {s: measure(a[s]) for s in seeds})
 
 
+POWERED = " would clear zero with 80 % power at this mean and spread"
+POWER = re.compile(rf", (?:\d+|over 1000) seeds{POWERED}")  # what an open comparison's figure offers
+
+
 def _said(name_a: str, name_b: str, d: dict | None) -> str:
     if d is None:
         return f"{name_a} vs {name_b}: no common seeds"
     said = f"{name_a} − {name_b} {quoted_difference(d)}"
     if _above(d) is None and d["low"] is not None:  # open: what settling it would take, if it stays as measured
         n = seeds_for(d)
-        said += f", {n} seeds" if n else ", over 1000 seeds"
-        said += " would clear zero with 80 % power at this mean and spread"
+        said += (f", {n} seeds" if n else ", over 1000 seeds") + POWERED
     return said
 
 
