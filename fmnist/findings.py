@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fmnist.analysis.findings import CLAIMS, POWER, arms, hours_by_cpu, judge, record, verdict_table
+from fmnist.analysis.findings import CLAIMS, arms, hours_by_cpu, judge, record, verdict_table
 from fmnist.analysis.plots import _pyplot
 from fmnist.core import runs
 from fmnist.core.checks import check, integer, number
@@ -164,16 +164,16 @@ def counted(records: list[dict], by_factor: dict, more_seeds: int, confirmed: di
 
 def verdicts(per_key: dict[str, list[dict]], margin: float, confirmed: dict, more_seeds: int) -> list[dict]:
     """The claims judged on the runs each factor counts; a confirmation's progress said in its claim's figure."""
-    judged = judge({key: arms(found, key) for key, found in per_key.items()}, margin)
+    final = frozenset(key for key, c in confirmed.items() if c["recorded"] == len(c["runs"]))
+    judged = judge({key: arms(found, key) for key, found in per_key.items()}, margin, final)
     for claim in judged:
         c = confirmed.get(claim["key"])
         if not c:
             continue
         a, b = c["values"]
         fixed = f"{a} vs {b} at {c['seeds']} seeds, a number fixed from the spread at {more_seeds} before any more ran"
-        if c["recorded"] == len(c["runs"]):
-            # its n was fixed beforehand and is reached: what more seeds would take is no longer a question
-            claim["figure"] = POWER.sub("", claim["figure"]) + f"; judged once, {fixed}"
+        if claim["key"] in final:
+            claim["figure"] += f"; judged once, {fixed}"
         else:
             claim["figure"] += (
                 f"; {fixed}: {c['recorded']} of {len(c['runs'])} runs recorded, judged once all are (until then, "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from pathlib import Path
 
@@ -202,17 +201,16 @@ def _diff(a: dict, b: dict, measure=final) -> dict | None:
     return paired({s: measure(b[s]) for s in seeds}, {s: measure(a[s]) for s in seeds})
 
 
-POWERED = " would clear zero with 80 % power at this mean and spread"
-POWER = re.compile(rf", (?:\d+|over 1000) seeds{POWERED}")  # what an open comparison's figure offers
-
-
-def _said(name_a: str, name_b: str, d: dict | None) -> str:
+def _said(name_a: str, name_b: str, d: dict | None, offer: bool) -> str:
+    """A paired difference as the figure quotes it; an open one, with `offer`, also says how many seeds would settle
+    it (not where its number of seeds was fixed beforehand and is reached)."""
     if d is None:
         return f"{name_a} vs {name_b}: no common seeds"
     said = f"{name_a} − {name_b} {quoted_difference(d)}"
-    if _above(d) is None and d["low"] is not None:  # open: what settling it would take, if it stays as measured
+    if offer and _above(d) is None and d["low"] is not None:  # open: what settling it would take, as measured
         n = seeds_for(d)
-        said += (f", {n} seeds" if n else ", over 1000 seeds") + POWERED
+        said += f", {n} seeds" if n else ", over 1000 seeds"
+        said += " would clear zero with 80 % power at this mean and spread"
     return said
 
 
@@ -247,7 +245,7 @@ def equivalence(differences: list[float], margin: float) -> dict:
     return {"n": n, "verdict": verdict, "p": float(p), "low90": low90, "high90": high90}
 
 
-def lr_high(a: dict, margin: float) -> dict:
+def lr_high(a: dict, margin: float, offer: bool) -> dict:
     """'Does not learn' is a rate: holds where the share of seeds that learned has its Wilson interval below one
     half, fails where above; every seed counts (a diverged one did not learn)."""
     arm = a.get(0.1, {})
@@ -267,16 +265,16 @@ def lr_high(a: dict, margin: float) -> dict:
     }
 
 
-def lr_low(a: dict, margin: float) -> dict:
+def lr_low(a: dict, margin: float, offer: bool) -> dict:
     d = _diff(a.get(0.01, {}), a.get(0.001, {}), area)
     return {
         "verdict": _above(d),
         "figure": "validation accuracy averaged over the epochs (how fast it learns), "
-        + _said("lr 0.01", "lr 0.001", d),
+        + _said("lr 0.01", "lr 0.001", d, offer),
     }
 
 
-def momentum(a: dict, margin: float) -> dict:
+def momentum(a: dict, margin: float, offer: bool) -> dict:
     """About the same, tested as equivalence (TOST) within ±margin."""
     x, y = a.get(0.99, {}), a.get(0.9, {})
     d = _diff(x, y)
@@ -289,32 +287,32 @@ def momentum(a: dict, margin: float) -> dict:
     )
     return {
         "verdict": tost["verdict"],
-        "figure": f"{_said('momentum 0.99', 'momentum 0.9', d)}{inside}; about the same = within ±{100 * margin:.1f} "
-        "points (two one-sided tests)",
+        "figure": f"{_said('momentum 0.99', 'momentum 0.9', d, offer)}{inside}; about the same = within "
+        f"±{100 * margin:.1f} points (two one-sided tests)",
     }
 
 
-def capacity(a: dict, margin: float) -> dict:
+def capacity(a: dict, margin: float, offer: bool) -> dict:
     medium = a.get("medium", {})
     ds = {other: _diff(medium, a.get(other, {})) for other in ("small", "large")}
     return {
         "verdict": _all([_above(d) for d in ds.values()]),
-        "figure": "; ".join(_said("medium", other, d) for other, d in ds.items()),
+        "figure": "; ".join(_said("medium", other, d, offer) for other, d in ds.items()),
     }
 
 
-def init(a: dict, margin: float) -> dict:
+def init(a: dict, margin: float, offer: bool) -> dict:
     normal = a.get("normal", {})
     ds = {x: _diff(a.get(x, {}), normal) for x in ("xavier_normal", "xavier_uniform")}
     return {
         "verdict": _all([_above(d) for d in ds.values()]),
-        "figure": "; ".join(_said(x, "normal", d) for x, d in ds.items()),
+        "figure": "; ".join(_said(x, "normal", d, offer) for x, d in ds.items()),
     }
 
 
-def batch(a: dict, margin: float) -> dict:
+def batch(a: dict, margin: float, offer: bool) -> dict:
     d = _diff(a.get(64, {}), a.get(512, {}))
-    return {"verdict": _above(d), "figure": _said("batch 64", "batch 512", d)}
+    return {"verdict": _above(d), "figure": _said("batch 64", "batch 512", d, offer)}
 
 
 # (the study's sentence, the key its comparison varies, the rule, the values it compares) in the study's order; the
@@ -340,16 +338,17 @@ CLAIMS = (
 )
 
 
-def judge(arms_by_key: dict[str, dict], margin: float = MARGIN) -> list[dict]:
+def judge(arms_by_key: dict[str, dict], margin: float = MARGIN, final: frozenset = frozenset()) -> list[dict]:
     """Each claim whose comparison is given (key -> value -> {seed: record}): {claim, key, figure, verdict,
     diverged}. Every run counts: a diverged one at the accuracy it reached, and its value's divergence rate with its
-    Wilson interval in the figure."""
+    Wilson interval in the figure. An open claim's figure says how many seeds would settle it, except for the keys in
+    `final` (their number of seeds was fixed beforehand and is reached)."""
     found = []
     for claim, key, rule, values in CLAIMS:
         if key not in arms_by_key:
             continue
         a = arms_by_key[key]
-        judged = rule(a, margin)
+        judged = rule(a, margin, key not in final)
         diverged = {
             v: wilson(sum(r["status"] == "diverged" for r in a[v].values()), len(a[v])) for v in values if a.get(v)
         }
