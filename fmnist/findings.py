@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fmnist.analysis.findings import CLAIMS, arms, hours_by_cpu, judge, record, verdict_table
+from fmnist.analysis.findings import CLAIMS, arms, hours_by_cpu, judge, record, verdict_table, wall_seconds
 from fmnist.analysis.plots import _pyplot
 from fmnist.core import runs
 from fmnist.core.checks import check, integer, number
@@ -218,6 +218,7 @@ def findings(cfg: DictConfig) -> dict:
         cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
         for cpu in sorted({r.get("cpu") for r in records})
     }
+    timed = [r for r in records if r.get("spans")]
     result = {
         "claims": judged,
         "runs": len(records),
@@ -230,8 +231,14 @@ def findings(cfg: DictConfig) -> dict:
             key: {"values": c["values"], "seeds": c["seeds"], "runs": len(c["runs"]), "recorded": c["recorded"]}
             for key, c in confirmed.items()
         },
-        # this command's own time: the runs span sessions, so the whole command's wall time is no one clock's
-        "invocation_seconds": time.perf_counter() - started,
+        # the command's wall time: the runs span sessions (and machines), so it is the union of the runs' epochs on
+        # the clock, per CPU, for the runs whose epochs carry their end times
+        "wall_runs": len(timed),
+        "wall_seconds_by_cpu": {
+            cpu: wall_seconds([r for r in timed if r.get("cpu") == cpu])
+            for cpu in sorted({r.get("cpu") for r in timed})
+        },
+        "invocation_seconds": time.perf_counter() - started,  # this invocation's own time
         "plots": plots(per_key, by_factor, Path(f.results) / "plots"),
     }
     runs.write_json(result, Path(f.results) / "findings.json")
@@ -297,10 +304,16 @@ def markdown(result: dict, f: DictConfig) -> str:
         if result["runs"]
         else "no run recorded yet"
     )
+    wall = (
+        f"the command's wall time while they trained, measured for the {result['wall_runs']} whose epochs carry their "
+        f"end times: {hours_by_cpu(result['wall_seconds_by_cpu'])}"
+        if result["wall_runs"]
+        else "the command's wall time is not measured (no run's epochs carry their end times)"
+    )
     lines = [
         "# The study's findings at its own budget\n",
-        f"One-factor runs from ({base}); {trained}. Made by `make findings` (`python -m fmnist.findings`); each "
-        "run's record is under `runs/`.\n",
+        f"One-factor runs from ({base}); {trained}; {wall}. Made by `make findings` (`python -m fmnist.findings`); "
+        "each run's record is under `runs/`.\n",
         "Accuracies are validation accuracy where each run ended, a diverged run at the accuracy it reached; "
         "differences paired by seed with their 95 % t interval; divergence rates with their Wilson interval; "
         f'"about the same" by two one-sided tests within ±{100 * f.margin:.1f} points.\n',

@@ -183,6 +183,26 @@ def test_a_record_names_the_cpu_that_ran_the_run(tmp_path):
     assert cpus == ["AMD EPYC (family 23 model 1)", cpu_name()]
 
 
+def test_the_commands_wall_time_is_the_union_of_its_runs_epochs(tmp_path):
+    from fmnist.analysis.findings import record, wall_seconds
+
+    def timed(name, seed, epochs):  # (epoch seconds, ended at) per epoch
+        _run(tmp_path / name, seed, 0.9, epochs=len(epochs))
+        rows = runs.read_csv(tmp_path / name / "metrics.csv")
+        for row, (seconds, ended) in zip(rows, epochs, strict=True):
+            row.update(epoch_seconds=seconds, ended_at=ended)
+        runs.write_csv(rows, [*rows[0]], tmp_path / name / "metrics.csv")
+        return record(tmp_path / name)
+
+    # a: two epochs 1 s apart (one stretch), then cut and resumed the next session; b ran beside a's first stretch
+    a = timed("a", 0, [(10, 1010), (10, 1021), (10, 5010)])
+    b = timed("b", 1, [(10, 1015), (10, 1025)])
+    assert a["spans"] == [[1000, 1021], [5000, 5010]] and b["spans"] == [[1005, 1025]]
+    assert wall_seconds([a, b]) == 25 + 10 and wall_seconds([b]) == 20
+    _run(tmp_path / "old", 2, 0.9)  # a run from before epochs had end times: no spans, no wall time
+    assert record(tmp_path / "old")["spans"] is None and wall_seconds([record(tmp_path / "old")]) == 0
+
+
 def _findings_cfg(tmp_path, *overrides):
     from omegaconf import open_dict
 
@@ -333,6 +353,12 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
     first = json.loads(records[0].read_text())
     assert first["status"] == "completed" and [row["epoch"] for row in first["curve"]] == [1, 2]
     assert first["cpu"] == cpu_name()  # from the run's summary
+    # the command's wall time: the union of its six runs' epochs, each run's within its own time, all of them within
+    # this invocation's (every run trained in it)
+    ((start, end),) = first["spans"]
+    assert 0 < end - start <= first["seconds"]
+    assert result["wall_runs"] == 6 and list(result["wall_seconds_by_cpu"]) == [cpu_name()]
+    assert end - start < result["wall_seconds_by_cpu"][cpu_name()] <= result["invocation_seconds"]
     assert first["config"]["data.subset"] == 3000 and first["config"]["model.conv1_channels"] == 12  # the medium
     (never, slower) = result["claims"]
     assert never["claim"] == "learning rate 0.1 does not learn" and never["verdict"] in ("not settled", "does not hold")

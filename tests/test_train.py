@@ -32,6 +32,9 @@ def test_training_writes_files_and_learns(two_epochs):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for col in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"):
         assert all(math.isfinite(float(r[col])) for r in rows)
+    # each epoch on the clock: the second ended at least its own length after the first, both before the test ran on
+    ended = [float(r["ended_at"]) for r in rows]
+    assert ended[1] - ended[0] >= float(rows[1]["epoch_seconds"]) > 0 and ended[1] <= time.time()
     assert summary["status"] == "completed" and summary["epochs_run"] == 2
     assert summary["best"]["test_accuracy"] > 0.6  # chance is 0.1; 5 000 images x 2 epochs already reach ~0.75
     on_disk = json.loads((out / "summary.json").read_text())

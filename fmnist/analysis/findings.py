@@ -129,9 +129,12 @@ def record(run_dir: Path) -> dict:
     and training accuracy per epoch; a diverged run's stops where it was stopped)."""
     summary = runs.read_summary(run_dir, "train")
     table = run_dir / "metrics.csv"
+    rows = runs.read_csv(table) if table.exists() else []
     curve = [
-        {k: (int(r[k]) if k == "epoch" else float(r[k])) for k in CURVE if r.get(k) not in (None, "")}
-        for r in (runs.read_csv(table) if table.exists() else [])
+        {k: (int(r[k]) if k == "epoch" else float(r[k])) for k in CURVE if r.get(k) not in (None, "")} for r in rows
+    ]
+    epochs = [
+        (float(r["ended_at"]) - float(r["epoch_seconds"]), float(r["ended_at"])) for r in rows if r.get("ended_at")
     ]
     return {
         "seed": summary["config"]["trainer"]["seed"],
@@ -142,7 +145,28 @@ def record(run_dir: Path) -> dict:
         "precision": used_precision(summary),
         "seconds": summary.get("wall_seconds"),
         "cpu": summary.get("cpu"),  # None for a run trained before the summary named its CPU
+        # when it trained: its epochs on the clock, run together (None for a run trained before epochs had end times)
+        "spans": merged(epochs) if epochs else None,
     }
+
+
+GAP = 60.0  # seconds between two epochs (a checkpoint, the next run starting) still counted as one stretch
+
+
+def merged(spans: list[tuple[float, float]]) -> list[list[float]]:
+    """[start, end] spans (Unix seconds) joined where they overlap or lie under GAP apart, in order."""
+    out: list[list[float]] = []
+    for start, end in sorted(spans):
+        if out and start - out[-1][1] < GAP:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def wall_seconds(records: list[dict]) -> float:
+    """The wall time while any of these runs trained: the length of the union of their spans."""
+    return sum(end - start for start, end in merged([tuple(s) for r in records for s in r.get("spans") or []]))
 
 
 def value_of(config: dict, key: str):

@@ -29,7 +29,9 @@ from fmnist.training import loop
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("epoch", *METRICS, "train_seconds", "epoch_seconds")
+# ended_at (Unix seconds) places each epoch on the clock: a command of many runs (fmnist.findings) spans sessions, and
+# its wall time is the union of its runs' epochs
+COLUMNS = ("epoch", *METRICS, "train_seconds", "epoch_seconds", "ended_at")
 CHANCE = 0.15  # training accuracy below this (10 classes: chance is 0.10) counts as not learning
 
 
@@ -143,6 +145,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                 train_seconds=train_seconds,
             )
             row["epoch_seconds"] = time.perf_counter() - t0
+            row["ended_at"] = time.time()
             history.append(row)
             improved = best is None or val_acc > best["val_accuracy"]
             if improved:
@@ -174,7 +177,7 @@ def train(cfg: DictConfig, should_stop: Callable[[int, dict], str | None] | None
                 row["epoch_seconds"],
             )
             if run:
-                run.log(row)
+                run.log({k: v for k, v in row.items() if k != "ended_at"})  # W&B keeps its own timestamps
             # after the last epoch there is nothing left to save: the trial completes with its value
             if should_stop and epoch < cfg.trainer.max_epochs and (reason := should_stop(epoch, row)):
                 status = "pruned"
