@@ -201,6 +201,8 @@ def test_the_commands_wall_time_is_the_union_of_its_runs_epochs(tmp_path):
     assert wall_seconds([a, b]) == 25 + 10 and wall_seconds([b]) == 20
     _run(tmp_path / "old", 2, 0.9)  # a run from before epochs had end times: no spans, no wall time
     assert record(tmp_path / "old")["spans"] is None and wall_seconds([record(tmp_path / "old")]) == 0
+    # one resumed by the code that began writing them: its last epochs only would undercount it, so none
+    assert timed("resumed", 3, [(10, ""), (10, 2010)])["spans"] is None
 
 
 def _findings_cfg(tmp_path, *overrides):

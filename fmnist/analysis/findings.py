@@ -133,9 +133,9 @@ def record(run_dir: Path) -> dict:
     curve = [
         {k: (int(r[k]) if k == "epoch" else float(r[k])) for k in CURVE if r.get(k) not in (None, "")} for r in rows
     ]
-    epochs = [
-        (float(r["ended_at"]) - float(r["epoch_seconds"]), float(r["ended_at"])) for r in rows if r.get("ended_at")
-    ]
+    # all of its epochs or none: a run resumed by code that began writing end times would count only its last ones
+    timed = rows and all(r.get("ended_at") for r in rows)
+    epochs = [(float(r["ended_at"]) - float(r["epoch_seconds"]), float(r["ended_at"])) for r in rows] if timed else []
     return {
         "seed": summary["config"]["trainer"]["seed"],
         "status": summary["status"],
