@@ -182,7 +182,7 @@ def test_two_commands_launching_jobs_on_one_folder_keep_their_own_jobs(tmp_path,
             jobs.launch([("b/seed0", ["trainer.seed=7"])], tmp_path, 1, [], name="findings")
         seen.append({p.name: p.read_text() for p in sorted((searchpath / "findings").glob("job*.yaml"))})
 
-    monkeypatch.setattr(jobs.subprocess, "run", multirun)
+    monkeypatch.setattr(jobs, "run_group", multirun)
     outcomes = jobs.launch(
         [("a/seed0", ["trainer.seed=0"]), ("a/seed1", ["trainer.seed=1"])], tmp_path, 2, [], name="findings"
     )
@@ -195,3 +195,36 @@ def test_two_commands_launching_jobs_on_one_folder_keep_their_own_jobs(tmp_path,
     assert list(second) == ["job0.yaml"] and "seed: 7" in second["job0.yaml"]
     assert outcomes["a/seed0"].startswith("failed")  # nothing trained (the multirun was a stand-in): no summary
     assert list((tmp_path / ".jobs").iterdir()) == []  # each command's job folder is gone once its multirun ends
+
+
+def test_a_command_stopped_while_its_jobs_train_stops_them_and_a_rerun_resumes(tmp_path):
+    # `kill` of a findings or retrain command once left its multirun and joblib workers training on (unrecorded, and
+    # a rerun's runs then took their folders over) and its job folder behind
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fmnist.training import jobs
+    from tests.helpers import REPO, read_rows
+
+    job = [("a/seed0", ["trainer.seed=0"])]
+    extra = [*SMALL, "trainer.max_epochs=4", "trainer.threads=1", "trainer.precision=fp32"]  # after SMALL's 1 epoch
+    script = (
+        f"import pathlib, fmnist.training.jobs as j; j.launch({job!r}, pathlib.Path({str(tmp_path)!r}), 1, {extra!r})"
+    )
+    command = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = tmp_path / "a" / "seed0" / "metrics.csv", time.time() + 300
+    while not (metrics.exists() and read_rows(metrics)) and time.time() < deadline and command.poll() is None:
+        time.sleep(0.1)
+    assert command.poll() is None, f"the command ended before its first epoch: {command.stderr.read()[-2000:]}"
+    command.send_signal(signal.SIGTERM)
+    assert command.wait(timeout=60) == 128 + signal.SIGTERM
+    assert list((tmp_path / ".jobs").iterdir()) == []  # its job folder is gone
+    epochs = len(read_rows(metrics))
+    time.sleep(8)  # a worker left training would write an epoch (~2 s each here) meanwhile
+    assert len(read_rows(metrics)) == epochs < 4 and not (tmp_path / "a" / "seed0" / "summary.json").exists()
+    outcomes = jobs.launch(job, tmp_path, 1, extra)  # the same command again: the cut run resumes and ends
+    assert outcomes == {"a/seed0": "completed"}
+    assert "resuming from" in (tmp_path / "a" / "seed0" / "train.log").read_text()
+    assert [int(r["epoch"]) for r in read_rows(metrics)] == [1, 2, 3, 4]

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -62,4 +65,26 @@ def _multirun(todo: list[tuple[str, list[str]]], searchpath: Path, name: str, ou
         *extra,
     ]
     # a failed job makes the multirun exit non-zero once every job ran: its run folder then has no summary
-    subprocess.run(cmd)
+    run_group(cmd)
+
+
+def run_group(cmd: list[str]) -> int:
+    """Run cmd in a process group of its own and wait; if this command is stopped meanwhile (Ctrl-C, or kill's
+    SIGTERM, here an exception), stop the whole group first. Otherwise the multirun's joblib workers train on after
+    it: their runs are not recorded, and a rerun's runs take their folders over."""
+
+    def stopped(signum, frame):
+        raise SystemExit(128 + signum)  # so the group is stopped, and `launch` removes its job folder
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set a signal handler
+    previous = signal.signal(signal.SIGTERM, stopped) if main_thread else None
+    proc = subprocess.Popen(cmd, start_new_session=True)  # a group of its own: Ctrl-C reaches this process only
+    try:
+        return proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)  # the multirun and its workers: a cut run resumes from its last.pt
+        proc.wait()
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
