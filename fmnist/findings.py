@@ -214,10 +214,7 @@ def findings(cfg: DictConfig) -> dict:
         confirmed = confirmations(f, by_factor, records)
     per_key = counted(records, by_factor, f.more_seeds, confirmed)
     judged = verdicts(per_key, f.margin, confirmed, f.more_seeds)
-    by_cpu = {
-        cpu: sum(r["seconds"] or 0 for r in records if r.get("cpu") == cpu)
-        for cpu in sorted({r.get("cpu") for r in records})
-    }
+    by_cpu = per_cpu(records, lambda some: sum(r["seconds"] or 0 for r in some))
     timed = [r for r in records if r.get("spans")]
     result = {
         "claims": judged,
@@ -234,16 +231,20 @@ def findings(cfg: DictConfig) -> dict:
         # the command's wall time: the runs span sessions (and machines), so it is the union of the runs' epochs on
         # the clock, per CPU, for the runs whose epochs carry their end times
         "wall_runs": len(timed),
-        "wall_seconds_by_cpu": {
-            cpu: wall_seconds([r for r in timed if r.get("cpu") == cpu])
-            for cpu in sorted({r.get("cpu") for r in timed})
-        },
+        "wall_seconds_by_cpu": per_cpu(timed, wall_seconds),
         "invocation_seconds": time.perf_counter() - started,  # this invocation's own time
         "plots": plots(per_key, by_factor, Path(f.results) / "plots"),
     }
     runs.write_json(result, Path(f.results) / "findings.json")
     runs.write_text(markdown(result, f), Path(f.results) / "findings.md")
     return result
+
+
+def per_cpu(records: list[dict], measure) -> dict:
+    """measure(the records of one CPU), per CPU that ran any of them."""
+    return {
+        cpu: measure([r for r in records if r.get("cpu") == cpu]) for cpu in sorted({r.get("cpu") for r in records})
+    }
 
 
 def _compared(claim: dict, by_factor: dict) -> list[str]:

@@ -146,7 +146,7 @@ def record(run_dir: Path) -> dict:
         "seconds": summary.get("wall_seconds"),
         "cpu": summary.get("cpu"),  # None for a run trained before the summary named its CPU
         # when it trained: its epochs on the clock, run together (None for a run trained before epochs had end times)
-        "spans": merged(epochs) if epochs else None,
+        "spans": merged(epochs) if timed else None,
     }
 
 
