@@ -94,6 +94,8 @@ def bench(cfg: DictConfig, out_dir: Path) -> dict:
         with torch.inference_mode():
             reference = model(x[: b.batch_size])
         entries[name]["max_abs_logit_diff"], entries[name]["agreement"] = {}, {}
+        # exported once for both ONNX Runtime engines: a file left by an earlier bench may be another model's
+        (out_dir / f"{name}.onnx").unlink(missing_ok=True)
         for e in engines:
             runners[name, e] = engine_runner(model, e, x[: b.batch_size], out_dir / f"{name}.onnx", calibration)
             if e in LOW_PRECISION and name == "floor":  # untrained: its classes mean nothing, only its time counts

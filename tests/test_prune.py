@@ -16,6 +16,7 @@ from fmnist.core.model import WIDTHS as LAYERS
 from fmnist.core.model import FashionCNN, build
 from fmnist.core.study import preset
 from fmnist.prune import prune
+from fmnist.pruning import engines as engines_module
 from fmnist.pruning.units import remove_units, unit_norms
 from fmnist.training.loop import evaluate
 from tests.helpers import compose_cfg, prune_small, run_cli, small_cfg
@@ -298,7 +299,7 @@ def test_bench_refuses_a_bf16_engine_that_predicts_other_classes(tmp_path, train
     assert not (tmp_path / "bench" / "summary.json").exists()
 
 
-def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_path, trained):
+def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tmp_path, trained, monkeypatch):
     """OpenVINO forced to f32 computes the model's logits; its default precision, NNCF's int8 and ONNX Runtime's
     static int8 pass the agreement check on the 10 000 test images; the decomposition's factors multiply to its
     total, round by round; the floor network, timed in the same rounds, bounds what pruning can give."""
@@ -306,7 +307,12 @@ def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tm
 
     prune_dir = tmp_path / "prune"
     _prune(prune_dir, trained, "prune.layers=[fc1]", "prune.step=30", "prune.tolerance=1")
-    engines = "eager,openvino_f32,openvino,openvino_int8,onnxruntime_int8"
+    engines = "eager,openvino_f32,openvino,openvino_int8,onnxruntime_int8,onnxruntime"
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "pruned.onnx").write_text("an earlier bench's file, not this model's export")
+    exports = []
+    real_export = engines_module._export_onnx
+    monkeypatch.setattr(engines_module, "_export_onnx", lambda *a: exports.append(a[2].name) or real_export(*a))
     cfg = compose_cfg(
         tmp_path / "bench",
         [
@@ -327,9 +333,12 @@ def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tm
     )
     result = fmnist.bench.bench(cfg, tmp_path / "bench")
     assert result["engines"] == engines.split(",") and result["skipped"] == {}
+    # each model exported once for both ONNX Runtime engines, the stale file replaced
+    assert exports == ["original.onnx", "pruned.onnx", "floor.onnx"]
     for name in ("original", "pruned"):
         entry = result[name]
         assert entry["max_abs_logit_diff"]["openvino_f32"] < 1e-3  # equality, checked before timing
+        assert entry["max_abs_logit_diff"]["onnxruntime"] < 1e-3  # the export of this model, not the stale file
         for e in ("openvino", "openvino_int8", "onnxruntime_int8"):
             agreed = entry["agreement"][e]
             least = 0.9 if e.endswith("int8") else 0.99
@@ -341,7 +350,9 @@ def test_deployment_engines_reproduce_the_model_and_the_speedup_is_decomposed(tm
     d = result["decomposition"]
     # the int8 step is the faster int8 engine for the pruned model
     int8_seconds = {e: result["pruned"]["seconds_by_engine"][e] for e in ("openvino_int8", "onnxruntime_int8")}
-    assert d["deploy"] in ("eager", "openvino_f32", "openvino") and d["int8"] == min(int8_seconds, key=int8_seconds.get)
+    assert d["deploy"] in ("eager", "openvino_f32", "openvino", "onnxruntime") and d["int8"] == min(
+        int8_seconds, key=int8_seconds.get
+    )
     assert set(d["steps"]) == {"engine", "pruning", "int8"}
     product = d["steps"]["engine"]["ratio"] * d["steps"]["pruning"]["ratio"] * d["steps"]["int8"]["ratio"]
     assert d["total"]["ratio"] == pytest.approx(product) and d["total"]["n"] == result["rounds"] == 2

@@ -89,7 +89,8 @@ def engine_runner(
     model: torch.nn.Module, engine: str, example: torch.Tensor, onnx_path: Path, calibration: torch.Tensor | None = None
 ) -> Callable:
     """A function images -> logits that runs `model` on one inference engine; built (and compiled, quantized on
-    `calibration` images) before timing. An engine whose package is missing raises EngineMissing."""
+    `calibration` images) before timing. An engine whose package is missing raises EngineMissing. The ONNX Runtime
+    engines run the export at onnx_path, made if it is not there yet: its caller removes one of another model."""
     model = copy.deepcopy(model).eval()
     if engine == "eager":
         return model
@@ -106,7 +107,8 @@ def engine_runner(
 
         if example.is_cuda:
             raise UserError(f"bench.engines: {engine} is timed on the CPU only; drop it or set trainer.device=cpu")
-        _export_onnx(model, example, onnx_path)
+        if not onnx_path.exists():  # the other ONNX Runtime engine's export of this model (bench removes stale ones)
+            _export_onnx(model, example, onnx_path)
         if engine in INT8:
             onnx_path = _onnxruntime_int8(onnx_path, calibration)
         options = onnxruntime.SessionOptions()
