@@ -8,8 +8,9 @@ runs counted, "about the same" as equivalence).
 Resumable across sessions: each finished run's record (its seed, how it ended, its accuracy curve) is written to
 findings.results/runs/<setting>/seed<S>.json, the small file that is committed; a run recorded there is never trained
 again, a cut one resumes from its last.pt under findings.out. findings.train=false only records what has finished and
-judges. Writes findings.results/findings.md, findings.json and plots/<factor>.png (mean validation accuracy per
-epoch with its 95 % band, per value).
+judges. Writes findings.results/<findings.page>.md and .json (the page: findings.md) and plots/<factor>.png (mean
+validation accuracy per epoch with its 95 % band, per value). A narrowed findings.factors names its own page: it is
+refused a page that judges more factors, which it would cut down.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def check_findings(f: DictConfig) -> None:
             raise ConfigError(
                 f"findings.confirm.{key}.values={values}: give two of findings.factors.{key} {list(f.factors[key])}"
             )
+
+
+def check_page(f: DictConfig) -> None:
+    """The page this run writes must not judge factors it leaves out: before any run trains, so a narrowed
+    findings.factors is refused in one line instead of cutting the committed page down to its own claims."""
+    if not isinstance(f.page, str) or not f.page or "/" in f.page:
+        raise ConfigError(f"findings.page={f.page}: give a file name without a folder, e.g. findings.page=lr")
+    page = Path(f.results) / f"{f.page}.json"
+    judged = {c["key"] for c in json.loads(page.read_text())["claims"]} if page.exists() else set()
+    if left := sorted(judged - set(f.factors)):
+        raise ConfigError(
+            f"findings.factors: {page.with_suffix('.md')} also judges {', '.join(left)}, which this run would drop; "
+            f"give findings.page=<another name> to write its page beside it"
+        )
 
 
 def overrides(setting: dict) -> list[str]:
@@ -184,6 +199,7 @@ def verdicts(per_key: dict[str, list[dict]], margin: float, confirmed: dict, mor
 
 def findings(cfg: DictConfig) -> dict:
     f = check(cfg, findings=check_findings).findings
+    check_page(f)
     started = time.perf_counter()
     named, by_factor = settings(f)
     train(f, named, [(name, seed) for name in named for seed in range(f.seeds)])
@@ -235,8 +251,8 @@ def findings(cfg: DictConfig) -> dict:
         "invocation_seconds": time.perf_counter() - started,  # this invocation's own time
         "plots": plots(per_key, by_factor, Path(f.results) / "plots"),
     }
-    runs.write_json(result, Path(f.results) / "findings.json")
-    runs.write_text(markdown(result, f), Path(f.results) / "findings.md")
+    runs.write_json(result, Path(f.results) / f"{f.page}.json")
+    runs.write_text(markdown(result, f), Path(f.results) / f"{f.page}.md")
     return result
 
 
@@ -329,7 +345,7 @@ def main(cfg: DictConfig) -> None:
     result = findings(cfg)
     for c in result["claims"]:
         print(f"{c['verdict']:>14}  {c['claim']}: {c['figure']}")
-    print(f"{result['runs']} runs recorded; {Path(cfg.findings.results) / 'findings.md'}")
+    print(f"{result['runs']} runs recorded; {Path(cfg.findings.results) / cfg.findings.page}.md")
 
 
 if __name__ == "__main__":

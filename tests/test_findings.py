@@ -338,6 +338,45 @@ def test_a_judged_confirmation_counts_its_extra_seeds_for_its_own_two_settings_o
     assert seeds(judged["model"], "base") == seeds(judged["model"], "big") == list(range(5))  # 15 of 16: not yet
 
 
+def test_a_narrowed_run_is_refused_the_page_that_judges_more_and_writes_its_own(tmp_path, monkeypatch):
+    # the page judges lr and momentum; a run of lr alone would cut it down to lr's claims: refused before anything
+    # trains or is written, and given its own page (findings.page) it writes that one beside it
+    import fmnist.findings as command
+    from fmnist.core.errors import ConfigError
+
+    out, results = tmp_path / "out", tmp_path / "results"
+    for seed in range(2):
+        _run(out / "base" / f"seed{seed}", seed, 0.85, start=0.80, optimizer__lr=0.01)
+        _run(out / "optimizer.lr=0.1" / f"seed{seed}", seed, 0.84, optimizer__lr=0.1)
+        _run(out / "optimizer.momentum=0.99" / f"seed{seed}", seed, 0.80, optimizer__momentum=0.99)
+    asked = []
+    # launch trains what has no summary yet (as fmnist.training.jobs.launch does): here, only records what it would
+    monkeypatch.setattr(
+        command,
+        "launch",
+        lambda jobs, *a, **k: asked.extend(j for j, _ in jobs if not runs.summary_of(out / j, "train")),
+    )
+    cfg = _findings_cfg(tmp_path, "findings.more_seeds=2")
+    cfg.findings.factors = {"optimizer.lr": [0.1, 0.01], "optimizer.momentum": [0.9, 0.99]}
+    whole = command.findings(cfg)
+    assert {c["key"] for c in whole["claims"]} == {"optimizer.lr", "optimizer.momentum"} and asked == []
+    page, kept = (results / "findings.md").read_text(), (results / "findings.json").read_text()
+    cfg.findings.factors = {"optimizer.lr": [0.1, 0.01]}
+    cfg.findings.seeds = cfg.findings.more_seeds = 3  # its seed 2 runs would train first: refused before them
+    with pytest.raises(ConfigError, match=r"findings.md also judges optimizer.momentum, which this run would drop;"):
+        command.findings(cfg)
+    assert asked == [] and (results / "findings.md").read_text() == page
+    assert (results / "findings.json").read_text() == kept
+    cfg.findings.seeds = cfg.findings.more_seeds = 2
+    cfg.findings.page = "lr"
+    narrowed = command.findings(cfg)
+    assert {c["key"] for c in narrowed["claims"]} == {"optimizer.lr"}
+    assert "| learning rate 0.1 does not learn |" in (results / "lr.md").read_text()
+    assert "| momentum 0.99" not in (results / "lr.md").read_text() and "| momentum 0.99" in page
+    assert (results / "findings.md").read_text() == page
+    assert command.findings(cfg)["runs"] == 6  # its own page again: a narrowed page is not refused itself
+
+
 @pytest.mark.slow  # eight short runs through joblib's worker processes: two minutes on 2 cores
 def test_findings_trains_records_judges_and_resumes(tmp_path):
     import json
@@ -390,6 +429,7 @@ def test_findings_trains_records_judges_and_resumes(tmp_path):
         ("findings.confirm.model.seeds=5", r"findings.confirm.model.seeds=5 must be a whole number >= 6 \(more than"),
         ("findings.confirm.model=18", r"findings.confirm.model=18: give \{values: \[two of its values\], seeds: N\}"),
         ("findings.confirm.model.values=[medium,huge]", r"confirm.model.values=\['medium', 'huge'\]: give two of"),
+        ("findings.page=a/b", r"findings.page=a/b: give a file name without a folder, e.g. findings.page=lr"),
     ],
 )
 def test_findings_bad_input_is_one_line(tmp_path, override, message):
