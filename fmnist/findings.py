@@ -9,8 +9,8 @@ Resumable across sessions: each finished run's record (its seed, how it ended, i
 findings.results/runs/<setting>/seed<S>.json, the small file that is committed; a run recorded there is never trained
 again, a cut one resumes from its last.pt under findings.out. findings.train=false only records what has finished and
 judges. Writes findings.results/<findings.page>.md and .json (the page: findings.md) and plots/<factor>.png (mean
-validation accuracy per epoch with its 95 % band, per value). A narrowed findings.factors names its own page: it is
-refused a page that judges more factors, which it would cut down.
+validation accuracy per epoch with its 95 % band, per value). A narrowed findings.factors names its own page (its
+plots under <page>.plots/): it is refused a page that judges more factors, which it would cut down.
 """
 
 from __future__ import annotations
@@ -249,7 +249,8 @@ def findings(cfg: DictConfig) -> dict:
         "wall_runs": len(timed),
         "wall_seconds_by_cpu": per_cpu(timed, wall_seconds),
         "invocation_seconds": time.perf_counter() - started,  # this invocation's own time
-        "plots": plots(per_key, by_factor, Path(f.results) / "plots"),
+        # a narrowed page draws its own: its seeds may differ, and it must not redraw a figure the page links
+        "plots": plots(per_key, by_factor, Path(f.results), "plots" if f.page == "findings" else f"{f.page}.plots"),
     }
     runs.write_json(result, Path(f.results) / f"{f.page}.json")
     runs.write_text(markdown(result, f), Path(f.results) / f"{f.page}.md")
@@ -269,9 +270,10 @@ def _compared(claim: dict, by_factor: dict) -> list[str]:
     return [by_factor[claim["key"]][v] for v in values if v in by_factor[claim["key"]]]
 
 
-def plots(per_key: dict[str, list[dict]], by_factor: dict, out: Path) -> dict[str, str]:
+def plots(per_key: dict[str, list[dict]], by_factor: dict, results: Path, folder: str) -> dict[str, str]:
     """Per factor: each value's mean validation accuracy per epoch over the seeds it counts, with its 95 % t band (the
-    study's accuracy-vs-epoch figure, over seeds); a diverged run counts at the accuracy it reached."""
+    study's accuracy-vs-epoch figure, over seeds); a diverged run counts at the accuracy it reached. Written to
+    results/folder/<factor>.png; returned as paths from results (the page's links)."""
     plt = _pyplot()
     made = {}
     for key, values in by_factor.items():
@@ -305,9 +307,9 @@ def plots(per_key: dict[str, list[dict]], by_factor: dict, out: Path) -> dict[st
             top = [line.get_ydata().max() for line in ax.get_lines()]
             ax.set_ylim(max(0, min(top) - 8) if min(top) > 50 else 0, math.ceil(max(top)) + 1)
             ax.legend(fontsize=7)
-            out.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out / f"{key}.png", dpi=100, bbox_inches="tight")
-            made[key] = f"plots/{key}.png"
+            (results / folder).mkdir(parents=True, exist_ok=True)
+            fig.savefig(results / folder / f"{key}.png", dpi=100, bbox_inches="tight")
+            made[key] = f"{folder}/{key}.png"
         plt.close(fig)
     return made
 

@@ -361,6 +361,7 @@ def test_a_narrowed_run_is_refused_the_page_that_judges_more_and_writes_its_own(
     whole = command.findings(cfg)
     assert {c["key"] for c in whole["claims"]} == {"optimizer.lr", "optimizer.momentum"} and asked == []
     page, kept = (results / "findings.md").read_text(), (results / "findings.json").read_text()
+    drawn = (results / "plots" / "optimizer.lr.png").stat().st_mtime_ns  # the page's figure: not redrawn after
     cfg.findings.factors = {"optimizer.lr": [0.1, 0.01]}
     cfg.findings.seeds = cfg.findings.more_seeds = 3  # its seed 2 runs would train first: refused before them
     with pytest.raises(ConfigError, match=r"findings.md also judges optimizer.momentum, which this run would drop;"):
@@ -372,8 +373,10 @@ def test_a_narrowed_run_is_refused_the_page_that_judges_more_and_writes_its_own(
     narrowed = command.findings(cfg)
     assert {c["key"] for c in narrowed["claims"]} == {"optimizer.lr"}
     assert "| learning rate 0.1 does not learn |" in (results / "lr.md").read_text()
+    assert "(lr.plots/optimizer.lr.png)" in (results / "lr.md").read_text() and (results / "lr.plots").is_dir()
     assert "| momentum 0.99" not in (results / "lr.md").read_text() and "| momentum 0.99" in page
     assert (results / "findings.md").read_text() == page
+    assert (results / "plots" / "optimizer.lr.png").stat().st_mtime_ns == drawn
     assert command.findings(cfg)["runs"] == 6  # its own page again: a narrowed page is not refused itself
 
 
