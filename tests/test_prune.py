@@ -438,7 +438,12 @@ def test_emulated_bf16_is_skipped_with_one_line_unless_asked(tmp_path, trained, 
     monkeypatch.setattr(fmnist.bench, "cpu_flags", lambda: {"avx2", "fma"})  # a CPU without native bf16
     # the first 1000 test images for bf16's agreement check: emulated bf16 on all 10 000 took most of a minute here
     read = fmnist.bench.read_raw
-    monkeypatch.setattr(fmnist.bench, "read_raw", lambda *a: (lambda t, v: (t, (v[0][:1000], v[1][:1000])))(*read(*a)))
+
+    def first_test_images(*args):
+        train, (test_x, test_y) = read(*args)
+        return train, (test_x[:1000], test_y[:1000])
+
+    monkeypatch.setattr(fmnist.bench, "read_raw", first_test_images)
     overrides = [
         f"bench.prune_dir={prune_dir}",
         "bench.images=1000",
